@@ -1,0 +1,194 @@
+"""The exceptions aegis_proxy raises, under one root.
+
+Every error a caller can see derives from ``AegisError`` and carries its context as
+attributes (provider, spent, limit, ...), never only as text. Provider SDK exceptions are
+mapped onto ``ProviderCallError`` subclasses in exactly one place
+(``aegis_proxy.providers.map_sdk_errors``); nothing else catches SDK exceptions.
+
+    AegisError
+    ├── ConfigError                   bad config file: names the file and the key
+    ├── RequestValidationError        malformed request, raised before any network call
+    ├── PrivacyViolationError         PII with no local provider left to serve it
+    ├── BudgetExceededError           a reservation would pass a provider's budget
+    ├── LedgerError                   the ledger could not record a row
+    ├── NoProviderAvailableError      every candidate of the route was skipped or failed
+    └── ProviderCallError             one attempt at one provider failed
+        ├── ProviderUnavailableError      not callable at all (missing key, no SDK extra)
+        ├── ProviderConnectionError       connection refused, reset, dropped
+        ├── ProviderTimeoutError          the attempt ran past its time limit
+        ├── RateLimitedError              HTTP 429 (``retry_after`` in seconds)
+        ├── ProviderServerError           HTTP 5xx or a malformed response
+        ├── ProviderAuthError             HTTP 401/403
+        ├── ModelNotFoundError            HTTP 404 / unknown model
+        └── ProviderRejectedError         4xx validation, context length, content filter
+
+Messages never contain prompt text, response text or API keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from decimal import Decimal
+
+
+class AegisError(Exception):
+    """Root of every exception raised by aegis_proxy."""
+
+
+class ConfigError(AegisError):
+    """A config file is invalid; ``path`` and ``key`` say where."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
+
+
+class RequestValidationError(AegisError):
+    """The request is malformed; nothing was sent anywhere."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"invalid request: {field}: {problem}")
+
+
+class PrivacyViolationError(AegisError):
+    """A request holding PII has no local provider left to serve it."""
+
+    def __init__(self, entity_types: Sequence[str], removed: Sequence[str]) -> None:
+        self.entity_types = tuple(entity_types)
+        self.removed = tuple(removed)
+        kinds = ", ".join(self.entity_types) or "declared pii"
+        super().__init__(
+            f"request contains personal data ({kinds}) and no local provider can serve it; "
+            f"non-local providers removed from the route: {', '.join(self.removed) or 'none'}"
+        )
+
+
+class BudgetExceededError(AegisError):
+    """Reserving ``request_usd`` at ``provider`` would pass its budget for ``period``."""
+
+    def __init__(
+        self,
+        provider: str,
+        period: str,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        request_usd: Decimal,
+        limit_usd: Decimal,
+    ) -> None:
+        self.provider = provider
+        self.period = period
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.request_usd = request_usd
+        self.limit_usd = limit_usd
+        super().__init__(
+            f"budget of {provider} for {period} would be exceeded: spent ${spent_usd} + "
+            f"reserved ${reserved_usd} + this request ${request_usd} > limit ${limit_usd}"
+        )
+
+
+class LedgerError(AegisError):
+    """The ledger could not record or read a row (after retrying a locked database)."""
+
+    def __init__(self, operation: str, problem: str) -> None:
+        self.operation = operation
+        self.problem = problem
+        super().__init__(f"ledger {operation} failed: {problem}")
+
+
+class ProviderCallError(AegisError):
+    """One attempt at one provider failed."""
+
+    retryable = False
+    """Whether retrying the same provider may succeed (429, 5xx, dropped connections)."""
+
+    def __init__(self, provider: str, problem: str, status_code: int | None = None) -> None:
+        self.provider = provider
+        self.problem = problem
+        self.status_code = status_code
+        code = f" (HTTP {status_code})" if status_code is not None else ""
+        super().__init__(f"{provider}: {problem}{code}")
+
+    @property
+    def kind(self) -> str:
+        """A short snake_case name for ledger rows and logs."""
+        return _KIND_NAMES.get(type(self), "provider_error")
+
+
+class ProviderUnavailableError(ProviderCallError):
+    """The provider cannot be called at all (missing API key, missing SDK extra)."""
+
+
+class ProviderConnectionError(ProviderCallError):
+    """The connection was refused, reset or dropped."""
+
+    retryable = True
+
+
+class ProviderTimeoutError(ProviderCallError):
+    """The attempt ran past its time limit."""
+
+    retryable = True
+
+
+class RateLimitedError(ProviderCallError):
+    """HTTP 429; ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        provider: str,
+        problem: str,
+        status_code: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, problem, status_code)
+        self.retry_after = retry_after
+
+
+class ProviderServerError(ProviderCallError):
+    """HTTP 5xx, or a response the SDK could not parse."""
+
+    retryable = True
+
+
+class ProviderAuthError(ProviderCallError):
+    """HTTP 401/403: the key was refused."""
+
+
+class ModelNotFoundError(ProviderCallError):
+    """The provider does not know the model."""
+
+
+class ProviderRejectedError(ProviderCallError):
+    """The provider refused the request itself (validation, context length, content filter)."""
+
+
+class NoProviderAvailableError(AegisError):
+    """Every candidate of the route was skipped or failed; ``attempts`` says why for each."""
+
+    def __init__(self, rule: str, attempts: Sequence[object]) -> None:
+        self.rule = rule
+        self.attempts = tuple(attempts)
+        super().__init__(f"no provider could serve the request (rule {rule}): {self.attempts}")
+
+
+_KIND_NAMES: dict[type[ProviderCallError], str] = {
+    ProviderUnavailableError: "unavailable",
+    ProviderConnectionError: "connection_error",
+    ProviderTimeoutError: "timeout",
+    RateLimitedError: "rate_limited",
+    ProviderServerError: "server_error",
+    ProviderAuthError: "auth_error",
+    ModelNotFoundError: "model_not_found",
+    ProviderRejectedError: "rejected",
+}
