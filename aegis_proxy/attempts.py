@@ -1,0 +1,148 @@
+"""The bookkeeping of one request's attempts: what is reserved, what is settled.
+
+What must always hold:
+- a budgeted attempt reserves an upper bound of its cost: an input bound that cannot be
+  under the real token count plus ``max_tokens`` (the caller's, or the configured default,
+  which is then also *sent*, so the provider is held to it) times the output price;
+- an attempt's cost comes from the provider's usage; without usage, the tokens are
+  counted locally and the row says so (``counted``); a failed attempt costs nothing;
+- these are pure functions of the request: no network, no ledger.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from aegis_proxy.ledger import AttemptOutcome, AttemptStart
+from aegis_proxy.pricing import cost_micros, count_text_tokens, count_tokens, input_token_bound
+from aegis_proxy.request import AegisRecord, usage_tokens
+
+if TYPE_CHECKING:
+    from aegis_proxy.config import ProviderConfig
+    from aegis_proxy.policy import LLMTask, Route
+    from aegis_proxy.providers import ProviderClient
+    from aegis_proxy.resilience import CircuitBreaker
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything decided before the first network call."""
+
+    messages: list[dict[str, Any]]
+    task: LLMTask
+    route: Route
+    pii_entities: dict[str, int]
+    contains_pii: bool
+    images: bool
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass(slots=True)
+class Job:
+    """A planned request on its way: parameters, deadline, record, attempt counter."""
+
+    plan: Plan
+    params: dict[str, Any]
+    record: AegisRecord
+    query_hash: str
+    stop_at: float | None
+    default_max_tokens: int
+    attempts: int = 0
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.params.get("stream"))
+
+    def remaining(self) -> float | None:
+        return None if self.stop_at is None else max(0.0, self.stop_at - time.monotonic())
+
+    def sent_params(self, config: ProviderConfig) -> dict[str, Any]:
+        """The caller's parameters, with a max_tokens cap for budgeted providers."""
+        sent = {k: v for k, v in self.params.items() if k != "stream"}
+        if config.budgeted and not max_tokens(self.params):
+            sent["max_tokens"] = self.default_max_tokens
+        return sent
+
+    def reservation(self, config: ProviderConfig, model: str) -> int:
+        """Upper bound of this attempt's cost in micro-dollars (0 when unbudgeted)."""
+        if not config.budgeted:
+            return 0
+        out_bound = max_tokens(self.params) or self.default_max_tokens
+        in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
+        return cost_micros(config.price_of(model), in_bound, out_bound)
+
+    def attempt_start(self, provider: str, model: str) -> AttemptStart:
+        task = self.plan.task
+        return AttemptStart(
+            request_id=self.plan.request_id,
+            attempt=self.attempts,
+            provider=provider,
+            model=model,
+            rule=self.plan.route.rule,
+            task_type=task.task_type,
+            quality=task.quality,
+            complexity=task.complexity,
+            batch_size=task.batch_size,
+            data_classification=task.data_classification,
+            contains_pii=self.plan.contains_pii,
+            stream=self.stream,
+            query_hash=self.query_hash,
+            user_id=task.user_id,
+            agent=task.agent,
+            tags=tuple(task.tags),
+        )
+
+
+@dataclass(slots=True)
+class Call:
+    """One attempt in flight: its provider, ledger row, breaker and clock."""
+
+    client: ProviderClient
+    model: str
+    row_id: int
+    breaker: CircuitBreaker
+    breaker_state: str
+    timeout: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def outcome_of(
+    job: Job, call: Call, status: str, usage: Any, text: str | None, error_type: str | None
+) -> AttemptOutcome:
+    """The settled outcome: real tokens from usage, else counted from ``text``."""
+    tokens = usage_tokens(usage)
+    counted = tokens is None and text is not None
+    if tokens is None:
+        tokens = (0, 0, 0, 0)
+        if text is not None:
+            tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
+    price = call.client.config.price_of(call.model)
+    return AttemptOutcome(
+        status=status,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cached_input_tokens=tokens[2],
+        reasoning_tokens=tokens[3],
+        cost_micros=cost_micros(price, tokens[0], tokens[1], tokens[2]),
+        counted=counted,
+        error_type=error_type,
+    )
+
+
+def record_success(record: AegisRecord, call: Call, outcome: AttemptOutcome) -> None:
+    record.provider = call.client.name
+    record.model = call.model
+    record.cost_usd = Decimal(outcome.cost_micros) / Decimal(1_000_000)
+    record.input_tokens = outcome.input_tokens
+    record.output_tokens = outcome.output_tokens
+    record.tokens_counted = outcome.counted
+
+
+def max_tokens(params: dict[str, Any]) -> int | None:
+    value = params.get("max_tokens") or params.get("max_completion_tokens")
+    return int(value) if value else None

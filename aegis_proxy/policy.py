@@ -1,0 +1,115 @@
+"""Routing policy: a task and the config's ordered rules decide the candidate providers.
+
+What must always hold:
+- the decision is a value (``Route``) computed without any network or SDK import, so
+  ``aegis-proxy route`` can explain it and tests can table it;
+- rules are tried in order and the first whose every condition holds wins; no match
+  falls to ``routing.default``;
+- the privacy invariant sits outside the rules: ``restrict_to_local`` removes every
+  non-local provider from a route for a request that holds or declares PII, fallbacks
+  included, and raises ``PrivacyViolationError`` when nothing is left. No rule can undo it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aegis_proxy.config import Complexity, DataClassification, Quality, RouteEntry
+from aegis_proxy.errors import PrivacyViolationError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from aegis_proxy.config import ProviderConfig, RoutingConfig, RoutingRule, RuleWhen
+
+
+class LLMTask(BaseModel):
+    """What the caller says about a request; every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_type: str = "general"
+    quality: Quality = "standard"
+    complexity: Complexity = "medium"
+    batch_size: int = Field(default=1, ge=1)
+    data_classification: DataClassification = "internal"
+    user_id: str | None = None
+    agent: str | None = None
+    tags: list[str] = []
+
+
+DEFAULT_RULE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The ordered candidates for a request, the rule that chose them and why."""
+
+    candidates: tuple[RouteEntry, ...]
+    rule: str
+    reason: str
+    removed: tuple[str, ...] = ()  # providers taken out by the privacy invariant
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return tuple(entry.provider for entry in self.candidates)
+
+
+def decide_route(routing: RoutingConfig, task: LLMTask) -> Route:
+    """Return the route of the first rule matching ``task``, else the default route."""
+    for rule in routing.rules:
+        if rule_matches(rule.when, task):
+            return Route(tuple(rule.route), rule.name, _explain(rule))
+    return Route(tuple(routing.default), DEFAULT_RULE, "no rule matched: default route")
+
+
+def rule_matches(when: RuleWhen, task: LLMTask) -> bool:
+    """Whether every condition given in ``when`` holds for ``task``."""
+    checks = (
+        when.quality is None or task.quality in when.quality,
+        when.complexity is None or task.complexity in when.complexity,
+        when.task_type is None or task.task_type in when.task_type,
+        when.data_classification is None or task.data_classification in when.data_classification,
+        when.agent is None or task.agent in when.agent,
+        when.tags is None or set(when.tags) <= set(task.tags),
+        when.min_batch_size is None or task.batch_size >= when.min_batch_size,
+        when.max_batch_size is None or task.batch_size <= when.max_batch_size,
+    )
+    return all(checks)
+
+
+def _explain(rule: RoutingRule) -> str:
+    conditions = rule.when.model_dump(exclude_none=True)
+    shown = ", ".join(f"{key}={_show(value)}" for key, value in conditions.items())
+    return f"rule {rule.name} matched ({shown or 'always'})"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list) and len(value) == 1:
+        return str(value[0])
+    return str(value)
+
+
+def restrict_to_local(
+    route: Route,
+    providers: Mapping[str, ProviderConfig],
+    entity_types: Sequence[str],
+) -> Route:
+    """Keep only local providers for a PII request; raise if the config has none.
+
+    The route's own local entries keep their order; a route with none falls back to every
+    local provider of the config, in config order.
+    """
+    kept = tuple(entry for entry in route.candidates if providers[entry.provider].local)
+    removed = tuple(e.provider for e in route.candidates if not providers[e.provider].local)
+    kinds = ", ".join(entity_types) or "declared pii"
+    reason = f"{route.reason}; personal data ({kinds}): local providers only"
+    if not kept:
+        kept = tuple(RouteEntry(provider=n) for n, p in providers.items() if p.local)
+        reason = f"{reason}, none in this route: every local provider of the config"
+    if not kept:
+        raise PrivacyViolationError(entity_types, removed)
+    return replace(route, candidates=kept, reason=reason, removed=removed)

@@ -1,0 +1,355 @@
+"""AegisLLMProxy: classify, decide, reserve, call, settle — for every request.
+
+Data flows one way: request -> classify (pii) -> decide (policy) -> reserve (ledger budget)
+-> call (providers) -> settle (ledger). What must always hold:
+- privacy: a request holding or declaring PII only ever reaches ``local: true`` providers,
+  fallbacks and retries included; a detector failure counts as PII (fail closed), and the
+  call path checks it once more right before sending;
+- budget: a budgeted provider is called only after the ledger reserved an upper bound of
+  the attempt's cost; a refused reservation moves on to the next provider;
+- ledger: every attempt that reaches a provider is one ledger row, settled exactly once
+  with its outcome (ok, error, cancelled), whatever happens;
+- no request outlives its deadline; nothing here logs prompt text, response text or keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+import structlog
+
+from aegis_proxy import errors
+from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
+from aegis_proxy.config import AegisConfig, ProviderConfig, RouteEntry, load_config
+from aegis_proxy.ledger import BudgetLimit, Ledger
+from aegis_proxy.pii import PiiDetector, PiiReport
+from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
+from aegis_proxy.providers import ProviderClient
+from aegis_proxy.request import (
+    AegisRecord,
+    Attempt,
+    has_images,
+    query_hash,
+    response_text,
+    validate_messages,
+    validate_params,
+)
+from aegis_proxy.resilience import CircuitBreaker, RetryPolicy, should_retry
+from aegis_proxy.streaming import AegisStream, open_first_chunk
+
+if TYPE_CHECKING:
+    import os
+    from types import TracebackType
+
+    from any_llm.types.completion import ChatCompletion
+
+log = structlog.get_logger("aegis_proxy")
+
+DETECTION_FAILED = "DETECTION_FAILED"
+T = TypeVar("T")
+
+
+class PiiScanner(Protocol):
+    """What the proxy needs of a detector (``PiiDetector``, or a NER-backed one)."""
+
+    def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport: ...
+
+
+class AegisLLMProxy:
+    """The policy layer: one instance per config, shared by every node of an application."""
+
+    def __init__(
+        self,
+        config: AegisConfig,
+        *,
+        ledger: Ledger | None = None,
+        detector: PiiScanner | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = {name: ProviderClient(name, p) for name, p in config.providers.items()}
+        entities = set(config.privacy.entities) if config.privacy.entities is not None else None
+        self._detector = detector or PiiDetector(entities=entities)
+        self._ledger = ledger
+        self._budgets = budget_limits(config)
+        res = config.resilience
+        self._retry = RetryPolicy(res.retries, res.backoff_s, res.max_backoff_s)
+        self.breakers = {
+            name: CircuitBreaker(name, res.breaker_failures, res.breaker_cooldown_s)
+            for name in config.providers
+        }
+
+    @property
+    def ledger(self) -> Ledger:
+        """The cost ledger, opened on first use (routing alone never touches it)."""
+        if self._ledger is None:
+            ttl = self.config.budgets.reservation_ttl_s
+            self._ledger = Ledger(self.config.ledger.path, reservation_ttl_s=ttl)
+        return self._ledger
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str]) -> AegisLLMProxy:
+        """Build a proxy from a YAML file; ``ConfigError`` names the file and key."""
+        return cls(load_config(path))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every provider client and the ledger."""
+        for client in self.clients.values():
+            await client.aclose()
+        if self._ledger is not None:
+            self._ledger.close()
+
+    # -- classify and decide ------------------------------------------------------------
+
+    def plan(self, messages: object, task: LLMTask | None = None) -> Plan:
+        """Validate, scan for PII and route, without any network call."""
+        checked = validate_messages(messages)
+        task = task or LLMTask()
+        entities = self._scan(checked)
+        contains_pii = bool(entities) or task.data_classification == "pii"
+        route = decide_route(self.config.routing, task)
+        if contains_pii:
+            if self.config.privacy.pii_action == "block":
+                raise errors.PrivacyViolationError(sorted(entities), route.providers)
+            route = restrict_to_local(route, self.config.providers, sorted(entities))
+        plan = Plan(checked, task, route, entities, contains_pii, has_images(checked))
+        log.info(
+            "route_decided",
+            request_id=plan.request_id,
+            rule=route.rule,
+            providers=list(route.providers),
+            removed=list(route.removed),
+            contains_pii=contains_pii,
+            pii_entities=sorted(entities),
+        )
+        return plan
+
+    def _scan(self, messages: list[dict[str, Any]]) -> dict[str, int]:
+        try:
+            return dict(self._detector.scan_messages(messages).entity_counts)
+        except Exception as exc:  # fail closed: a detector that cannot tell means PII
+            log.error("pii_detection_failed", error_type=type(exc).__name__)
+            return {DETECTION_FAILED: 1}
+
+    # -- call ---------------------------------------------------------------------------
+
+    async def acompletion(
+        self,
+        messages: object,
+        task: LLMTask | None = None,
+        *,
+        deadline_s: float | None = None,
+        **params: Any,
+    ) -> ChatCompletion | AegisStream:
+        """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``."""
+        validate_params(params)
+        plan = self.plan(messages, task)
+        deadline = deadline_s if deadline_s is not None else self.config.routing.deadline_s
+        job = Job(
+            plan=plan,
+            params=params,
+            record=AegisRecord(
+                request_id=plan.request_id,
+                rule=plan.route.rule,
+                reason=plan.route.reason,
+                contains_pii=plan.contains_pii,
+                pii_entities=plan.pii_entities,
+                removed_providers=list(plan.route.removed),
+            ),
+            query_hash=query_hash(plan.messages),
+            stop_at=time.monotonic() + deadline if deadline else None,
+            default_max_tokens=self.config.budgets.default_max_tokens,
+        )
+        if job.stream:
+            return await self._serve(job, self._open_stream, self._stream_served)
+        return await self._serve(job, self._complete, self._completed)
+
+    async def _serve(
+        self,
+        job: Job,
+        attempt: Callable[[Job, Call], Awaitable[T]],
+        served: Callable[[Job, Call, T], Awaitable[Any]],
+    ) -> Any:
+        """Walk the route: each candidate, retried on curable failures, until one serves."""
+        for entry in job.plan.route.candidates:
+            for retry in range(self._retry.retries + 1):
+                call = self._start(job, entry)
+                if call is None:
+                    break
+                try:
+                    result = await attempt(job, call)
+                except (errors.ProviderCallError, TimeoutError) as exc:
+                    error = self._failed(job, call, exc)
+                    if not await self._backoff(job, retry, error):
+                        break
+                    continue
+                except BaseException:
+                    self._settle(job, call, "cancelled", None, "", "cancelled")
+                    call.breaker.release_probe()
+                    raise
+                return await served(job, call, result)
+        log.warning("request_failed", request_id=job.plan.request_id, rule=job.plan.route.rule)
+        raise errors.NoProviderAvailableError(job.plan.route.rule, job.record.attempts)
+
+    async def _backoff(self, job: Job, retry: int, error: errors.ProviderCallError) -> bool:
+        """Sleep before a retry at the same provider; False when no retry is due."""
+        if retry >= self._retry.retries or not should_retry(error):
+            return False
+        delay = self._retry.delay(retry + 1, error)
+        remaining = job.remaining()
+        if remaining is not None and delay >= remaining:
+            return False
+        await asyncio.sleep(delay)
+        return True
+
+    async def _complete(self, job: Job, call: Call) -> ChatCompletion:
+        params = job.sent_params(call.client.config)
+        async with asyncio.timeout(call.timeout):
+            return await call.client.complete(call.model, job.plan.messages, params)
+
+    async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
+        message = response.choices[0].message if response.choices else None
+        self._settle(job, call, "ok", response.usage, response_text(message), None)
+        response.aegis = job.record  # type: ignore[attr-defined]  # an extra field of ChatCompletion
+        return response
+
+    async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
+        params = job.sent_params(call.client.config)
+        return await open_first_chunk(call, job.plan.messages, params, call.timeout)
+
+    async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
+        def settle(status: str, usage: Any, text: str, error_type: str | None) -> None:
+            self._settle(job, call, status, usage, text, error_type)
+
+        stream, first = opened
+        return await AegisStream(call, stream, first, job.record, settle, job.stop_at).start()
+
+    # -- reserve ------------------------------------------------------------------------
+
+    def _start(self, job: Job, entry: RouteEntry) -> Call | None:
+        """Check the candidate and reserve its budget; None (with an attempt noted) to skip."""
+        client = self.clients[entry.provider]
+        model = entry.model or client.config.model
+        breaker = self.breakers[client.name]
+        reason = self._skip_reason(job, client, breaker)
+        if reason is not None:
+            self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
+                                    reason=reason, breaker=breaker.state))  # fmt: skip
+            return None
+        state = breaker.state
+        job.attempts += 1
+        try:
+            row_id = self.ledger.reserve(
+                job.attempt_start(client.name, model),
+                job.reservation(client.config, model),
+                self._budgets[client.name],
+            )
+        except errors.BudgetExceededError as exc:
+            breaker.release_probe()
+            self._note(job, Attempt(provider=client.name, model=model, outcome="budget_exceeded",
+                                    reason=str(exc), breaker=state))  # fmt: skip
+            return None
+        timeout = _min(client.config.timeout_s, job.remaining())
+        return Call(client, model, row_id, breaker, state, timeout)
+
+    def _skip_reason(
+        self, job: Job, client: ProviderClient, breaker: CircuitBreaker
+    ) -> str | None:
+        if job.plan.contains_pii and not client.config.local:  # the invariant, once more
+            return "personal data may only reach local providers"
+        if client.unavailable_reason:
+            return client.unavailable_reason
+        if job.plan.images and not client.config.vision:
+            return "request has images and the provider is not declared vision: true"
+        if job.remaining() == 0:
+            return "request deadline passed"
+        if not breaker.allow():
+            return "circuit breaker open"
+        return None
+
+    # -- settle -------------------------------------------------------------------------
+
+    def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
+        if not isinstance(exc, errors.ProviderCallError):
+            exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
+        self._settle(job, call, "error", None, None, exc.kind)
+        return exc
+
+    def _settle(
+        self,
+        job: Job,
+        call: Call,
+        status: str,
+        usage: Any,
+        text: str | None,
+        error_type: str | None,
+    ) -> None:
+        """Settle the attempt's ledger row once, with real (or counted) tokens and cost."""
+        outcome = outcome_of(job, call, status, usage, text, error_type)
+        self.ledger.settle(call.row_id, outcome)
+        if status == "ok":
+            call.breaker.record_success()
+            record_success(job.record, call, outcome)
+        elif status == "error":
+            call.breaker.record_failure()
+        attempt = Attempt(
+            provider=call.client.name,
+            model=call.model,
+            outcome=status,
+            error_type=error_type,
+            latency_ms=round(outcome.latency_ms, 3),
+            breaker=call.breaker_state,
+        )
+        self._note(job, attempt)
+
+    def _note(self, job: Job, attempt: Attempt) -> None:
+        job.record.attempts.append(attempt)
+        log.info(
+            "provider_attempt",
+            request_id=job.record.request_id,
+            rule=job.record.rule,
+            provider=attempt.provider,
+            model=attempt.model,
+            outcome=attempt.outcome,
+            error_type=attempt.error_type,
+            reason=attempt.reason,
+            latency_ms=attempt.latency_ms,
+            breaker=attempt.breaker,
+        )
+
+
+def _min(*limits: float | None) -> float | None:
+    given = [limit for limit in limits if limit is not None]
+    return min(given) if given else None
+
+
+def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:
+    """Each provider's ledger budget (None for an unbudgeted provider)."""
+    return {name: _budget_limit(p, config) for name, p in config.providers.items()}
+
+
+def _budget_limit(provider: ProviderConfig, config: AegisConfig) -> BudgetLimit | None:
+    if not provider.budgeted:
+        return None
+    return BudgetLimit(
+        monthly_micros=_micros(provider.monthly_budget_usd),
+        daily_micros=_micros(provider.daily_budget_usd),
+        warn_share=config.budgets.warn_share,
+    )
+
+
+def _micros(usd: Any) -> int | None:
+    return None if usd is None else int(usd * 1_000_000)
