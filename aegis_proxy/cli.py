@@ -47,18 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, fn: Command, help_: str) -> None:
+def _add(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, fn: Command, help_: str
+) -> None:
     parser = sub.add_parser(name, help=help_, description=help_)
-    parser.add_argument("--config", default=None, help="config file (default: $AEGIS_CONFIG or config/aegis.yaml)")
+    parser.add_argument(
+        "--config", default=None, help="config file (default: $AEGIS_CONFIG or config/aegis.yaml)"
+    )
     parser.set_defaults(command=fn)
     if name == "route":
         parser.add_argument("prompt", help="the prompt text (it is scanned, never stored)")
         parser.add_argument("--task-type", default="general")
-        parser.add_argument("--quality", default="standard", choices=["standard", "high", "critical"])
+        parser.add_argument(
+            "--quality", default="standard", choices=["standard", "high", "critical"]
+        )
         parser.add_argument("--complexity", default="medium", choices=["low", "medium", "high"])
         parser.add_argument("--batch-size", type=int, default=1)
         parser.add_argument(
-            "--classification", default="internal", choices=["public", "internal", "confidential", "pii"]
+            "--classification",
+            default="internal",
+            choices=["public", "internal", "confidential", "pii"],
         )
         parser.add_argument("--agent", default=None)
         parser.add_argument("--tag", action="append", default=[])
@@ -141,11 +149,18 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"{config.source}: ok")
     for name, provider in config.providers.items():
         where = "local" if provider.local else "cloud"
-        budget = f"budget ${provider.monthly_budget_usd}/month" if provider.monthly_budget_usd else "no budget"
+        budget = (
+            f"budget ${provider.monthly_budget_usd}/month"
+            if provider.monthly_budget_usd
+            else "no budget"
+        )
         state = provider.unavailable_reason or "available"
-        print(f"  {name:<16} {provider.sdk:<10} {provider.model:<24} {where:<6} {budget:<22} {state}")
+        print(
+            f"  {name:<16} {provider.sdk:<10} {provider.model:<24} {where:<6} {budget:<22} {state}"
+        )
     names = [rule.name for rule in config.routing.rules]
-    print(f"  rules: {', '.join(names) or '(none)'}; default: {[e.provider for e in config.routing.default]}")
+    default = [e.provider for e in config.routing.default]
+    print(f"  rules: {', '.join(names) or '(none)'}; default: {default}")
     return 0
 
 

@@ -250,7 +250,9 @@ def _check_references(config: AegisConfig, name: str) -> None:
     rule_names: set[str] = set()
     for i, rule in enumerate(config.routing.rules):
         if rule.name in rule_names:
-            raise ConfigError(name, f"routing.rules[{i}].name", f"duplicate rule name {rule.name!r}")
+            raise ConfigError(
+                name, f"routing.rules[{i}].name", f"duplicate rule name {rule.name!r}"
+            )
         rule_names.add(rule.name)
         _check_route(config, name, f"routing.rules[{i}].route", rule.route)
     _check_route(config, name, "routing.default", config.routing.default)
@@ -287,7 +289,9 @@ def known_sdks() -> frozenset[str]:
 def _resolve_provider(provider: ProviderConfig, key: str, name: str, unset: list[str]) -> None:
     if unset:
         provider._unavailable_reason = f"environment variable {unset[0]} is not set"
-    provider._prices[provider.model] = _price(provider, provider.model, f"providers.{key}.price", name)
+    provider._prices[provider.model] = _price(
+        provider, provider.model, f"providers.{key}.price", name
+    )
 
 
 def _resolve_route_models(config: AegisConfig, name: str) -> None:

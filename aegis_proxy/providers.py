@@ -177,7 +177,7 @@ def _create_client(config: ProviderConfig) -> Any:
     if config.sdk == "ollama":
         if key:
             kwargs["headers"] = {"Authorization": f"Bearer {key}"}
-        client = AnyLLM.create("ollama", api_base=config.api_base, **kwargs)
+        client: Any = AnyLLM.create("ollama", api_base=config.api_base, **kwargs)
         if not key:  # the ollama client reads OLLAMA_API_KEY from the environment: drop it
             client.client._client.headers.pop("authorization", None)
         return client

@@ -50,6 +50,7 @@ log = structlog.get_logger("aegis_proxy")
 
 DETECTION_FAILED = "DETECTION_FAILED"
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class PiiScanner(Protocol):
@@ -181,8 +182,8 @@ class AegisLLMProxy:
         self,
         job: Job,
         attempt: Callable[[Job, Call], Awaitable[T]],
-        served: Callable[[Job, Call, T], Awaitable[Any]],
-    ) -> Any:
+        served: Callable[[Job, Call, T], Awaitable[R]],
+    ) -> R:
         """Walk the route: each candidate, retried on curable failures, until one serves."""
         for entry in job.plan.route.candidates:
             for retry in range(self._retry.retries + 1):
@@ -265,9 +266,7 @@ class AegisLLMProxy:
         timeout = _min(client.config.timeout_s, job.remaining())
         return Call(client, model, row_id, breaker, state, timeout)
 
-    def _skip_reason(
-        self, job: Job, client: ProviderClient, breaker: CircuitBreaker
-    ) -> str | None:
+    def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
         if job.plan.contains_pii and not client.config.local:  # the invariant, once more
             return "personal data may only reach local providers"
         if client.unavailable_reason:

@@ -132,9 +132,7 @@ def usage_tokens(usage: Any) -> tuple[int, int, int, int] | None:
     if not prompt and not completion:  # any-llm's Ollama answers zeros when counts are absent
         return None
     cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
-    reasoning = getattr(
-        getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None
-    )
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
     return int(prompt or 0), int(completion or 0), int(cached or 0), int(reasoning or 0)
 
 

@@ -32,10 +32,10 @@ Settle = Callable[[str, Any, str, "str | None"], None]
 
 
 async def open_first_chunk(
-    call: Call, messages: list[dict[str, Any]], params: dict[str, Any], timeout: float | None
+    call: Call, messages: list[dict[str, Any]], params: dict[str, Any], limit: float | None
 ) -> tuple[AsyncIterator[ChatCompletionChunk], ChatCompletionChunk | None]:
     """Open the stream and wait for its first chunk (None for an empty stream)."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit):
         stream = await call.client.open_stream(call.model, messages, params)
         try:
             return stream, await call.client.next_chunk(stream)
@@ -85,7 +85,10 @@ class AegisStream:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -94,7 +97,8 @@ class AegisStream:
     ) -> AsyncGenerator[ChatCompletionChunk, None]:
         text: list[str] = []
         usage: Any = None
-        status, error_type = "cancelled", "cancelled"
+        status: str = "cancelled"
+        error_type: str | None = "cancelled"
         try:
             yield None  # type: ignore[misc]  # the priming step; never reaches the consumer
             chunk = first

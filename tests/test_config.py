@@ -106,11 +106,21 @@ BAD_CONFIGS = [
     ("routing.rules.0.route", [], "routing.rules[0].route", "at least 1"),
     ("providers.cloud.sdk", "no_such_sdk", "providers.cloud.sdk", "unknown any-llm provider"),
     ("providers.cloud.timeout_s", "soon", "providers.cloud.timeout_s", "valid number"),
-    ("providers.cloud.monthly_budget_usd", -1, "providers.cloud.monthly_budget_usd", "greater than or equal to 0"),
+    (
+        "providers.cloud.monthly_budget_usd",
+        -1,
+        "providers.cloud.monthly_budget_usd",
+        "greater than or equal to 0",
+    ),
     ("providers.cloud.colour", "blue", "providers.cloud.colour", "unknown key"),
     ("routing.rules.0.when.quality", "supreme", "routing.rules[0].when.quality[0]", "standard"),
     ("providers.cloud.model", "gpt-unheard-of-9", "providers.cloud.price", "no price"),
-    ("routing.rules.0.when.min_batch_size", 0, "routing.rules[0].when.min_batch_size", "greater than or equal to 1"),
+    (
+        "routing.rules.0.when.min_batch_size",
+        0,
+        "routing.rules[0].when.min_batch_size",
+        "greater than or equal to 1",
+    ),
 ]
 
 

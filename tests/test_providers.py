@@ -50,7 +50,9 @@ def test_each_sdk_exception_becomes_a_provider_call_error(cls: type[BaseExceptio
         (400, errors.ProviderRejectedError),
     ],
 )
-def test_status_codes_decide_the_class(status: int, expected: type[errors.ProviderCallError]) -> None:
+def test_status_codes_decide_the_class(
+    status: int, expected: type[errors.ProviderCallError]
+) -> None:
     """An HTTP status on a generic SDK error picks the matching class."""
     exc = sdk_errors.InvalidRequestError("x", status_code=status)
     mapped = map_error("p", exc)
@@ -74,6 +76,9 @@ def test_timeouts_and_connections() -> None:
 
 def test_report_path_does_not_import_any_llm() -> None:
     """Importing the package, the CLI and the ledger does not import any_llm."""
-    code = "import aegis_proxy, aegis_proxy.cli, aegis_proxy.ledger, sys; print('any_llm' in sys.modules)"
+    code = (
+        "import aegis_proxy, aegis_proxy.cli, aegis_proxy.ledger, sys; "
+        "print('any_llm' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -23,6 +23,8 @@ from tests.fakeserver import Fault, count_prompt_tokens
 
 CRITICAL = LLMTask(quality="critical", complexity="high", task_type="extraction")
 BATCH = LLMTask(batch_size=25, task_type="generation")
+IBAN = "DE89370400440532013000"
+EMAIL = "bob@corp.example"
 HELLO = [{"role": "user", "content": "Summarise the quarterly report in one line."}]
 
 
@@ -40,7 +42,8 @@ async def test_default_route_serves_locally(rig: Rig) -> None:
     assert resp.aegis.provider == "local_ollama"
     assert resp.aegis.rule == "default"
     assert len(rig.local.chat_requests()) == 1
-    assert not rig.openai.chat_requests() and not rig.cheap.chat_requests()
+    assert not rig.openai.chat_requests()
+    assert not rig.cheap.chat_requests()
     [row] = rows(rig)
     assert row["status"] == "ok"
     assert row["provider"] == "local_ollama"
@@ -76,7 +79,8 @@ async def test_batch_goes_to_cheap_cloud_with_its_key(rig: Rig) -> None:
     [sent] = rig.cheap.chat_requests()
     assert sent.headers["authorization"] == f"Bearer {CHEAP_KEY}"
     assert sent.body["options"]["num_predict"] == 1024  # default max_tokens bounds the cost
-    assert not rig.openai.chat_requests() and not rig.local.chat_requests()
+    assert not rig.openai.chat_requests()
+    assert not rig.local.chat_requests()
 
 
 async def test_local_ollama_never_gets_env_key(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,7 +110,7 @@ PII_REQUESTS: list[tuple[str, list[dict[str, Any]]]] = [
                     {"id": "c1", "type": "function", "function": {"name": "crm", "arguments": "{}"}}
                 ],
             },
-            {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"iban": "DE89370400440532013000"})},
+            {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"iban": IBAN})},
         ],
     ),
     (
@@ -120,7 +124,7 @@ PII_REQUESTS: list[tuple[str, list[dict[str, Any]]]] = [
                     {
                         "id": "c2",
                         "type": "function",
-                        "function": {"name": "mail", "arguments": json.dumps({"to": "bob@corp.example"})},
+                        "function": {"name": "mail", "arguments": json.dumps({"to": EMAIL})},
                     }
                 ],
             },
@@ -152,7 +156,8 @@ async def test_pii_in_any_part_stays_local(
     assert resp.aegis.provider == "local_ollama", part
     assert resp.aegis.contains_pii
     assert resp.aegis.removed_providers == ["openai", "ollama_cloud"]
-    assert rig.openai.requests == [] and rig.cheap.requests == []
+    assert rig.openai.requests == []
+    assert rig.cheap.requests == []
     assert [r["contains_pii"] for r in rows(rig)] == [1]
 
 
@@ -162,7 +167,8 @@ async def test_pii_fallback_never_leaves_local(rig: Rig) -> None:
     async with rig.proxy() as proxy:
         with pytest.raises(NoProviderAvailableError) as info:
             await proxy.acompletion(PII_REQUESTS[1][1], BATCH)
-    assert rig.openai.requests == [] and rig.cheap.requests == []
+    assert rig.openai.requests == []
+    assert rig.cheap.requests == []
     assert [a.outcome for a in info.value.attempts] == ["error"]  # type: ignore[attr-defined]
     assert [r["status"] for r in rows(rig)] == ["error"]
 
@@ -178,7 +184,9 @@ async def test_declared_pii_without_local_provider_fails_before_any_request(rig:
         with pytest.raises(PrivacyViolationError) as info:
             await proxy.acompletion(HELLO, LLMTask(data_classification="pii"))
     assert info.value.removed == ("ollama_cloud",)
-    assert rig.openai.requests == [] and rig.cheap.requests == [] and rig.local.requests == []
+    assert rig.openai.requests == []
+    assert rig.cheap.requests == []
+    assert rig.local.requests == []
     assert not (rig.tmp_path / "ledger.db").exists() or rows(rig) == []
 
 
@@ -248,7 +256,8 @@ async def test_missing_key_makes_provider_unavailable(
     assert rig.openai.requests == []
     assert [r["provider"] for r in rows(rig)] == ["ollama_cloud"]
     skipped = [e for e in logs if e.get("outcome") == "skipped"]
-    assert skipped and skipped[0]["provider"] == "openai"
+    assert skipped
+    assert skipped[0]["provider"] == "openai"
 
 
 async def test_every_candidate_failing_raises_with_attempts(rig: Rig) -> None:

@@ -38,7 +38,7 @@ async def test_openai_stream_asks_for_usage_and_settles(rig: Rig) -> None:
         stream = await proxy.acompletion(HELLO, CRITICAL, stream=True, max_tokens=20)
         assert isinstance(stream, AegisStream)
         text = await _collect(stream)
-    assert text.split() == "the sea is wide and deep".split()
+    assert text.split() == ["the", "sea", "is", "wide", "and", "deep"]
     [sent] = rig.openai.chat_requests()
     assert sent.body["stream_options"] == {"include_usage": True}
     [row] = rows(rig)
@@ -66,7 +66,8 @@ async def test_stream_without_usage_is_counted(rig: Rig) -> None:
         await _collect(await proxy.acompletion(HELLO, stream=True))
     [row] = rows(rig)
     assert row["counted"] == 1
-    assert row["input_tokens"] > 0 and row["output_tokens"] > 0
+    assert row["input_tokens"] > 0
+    assert row["output_tokens"] > 0
 
 
 async def test_failure_before_first_chunk_falls_back(rig: Rig) -> None:

@@ -1,0 +1,206 @@
+"""The ledger's schema, as migrations applied on every open of the SQLite file.
+
+A ledger file outlives any one version of aegis_proxy, so its schema only moves forward
+through plain functions ``mNNN_name(conn)``, registered in order with ``@migration`` and
+recorded in ``_migrations``. What must always hold:
+
+- ``apply_migrations`` runs inside the caller's ``BEGIN IMMEDIATE``: two processes opening a
+  new file at once apply each migration exactly once (the second waits, then finds it done);
+- a migration that has shipped is never edited; a change is a new migration;
+- ``budget_usage`` always equals what ``rebuild_usage`` computes from ``requests``: each
+  provider and period ('YYYY-MM' and 'YYYY-MM-DD') holds the spend of settled rows, the
+  reservations of pending rows, and the counters the monthly summary reads in O(1).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[tuple[str, Migration]] = []
+"""Every migration in the order it is applied."""
+
+USAGE_COUNTERS = (
+    "ok_count",
+    "error_count",
+    "cancelled_count",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+)
+"""Columns of ``budget_usage`` added by m002, in the order ``Ledger`` writes them."""
+
+
+def migration(function: Migration) -> Migration:
+    """Register ``function`` as the next migration; its name is its record."""
+    MIGRATIONS.append((function.__name__, function))
+    return function
+
+
+def apply_migrations(conn: sqlite3.Connection, applied_at: str) -> list[str]:
+    """Apply the migrations this database lacks; the caller holds a write transaction."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, function in MIGRATIONS:
+        if name not in done:
+            function(conn)
+            conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, applied_at))
+            applied.append(name)
+    return applied
+
+
+def rebuild_usage(conn: sqlite3.Connection) -> None:
+    """Recompute ``budget_usage`` from the rows; the caller holds a write transaction."""
+    conn.execute("DELETE FROM budget_usage")
+    conn.execute(_REBUILD_USAGE)
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    """One row per provider attempt, and O(1) budget state per provider and period."""
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS requests (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            timestamp TEXT NOT NULL,
+            period TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            user_id TEXT,
+            agent TEXT,
+            query_hash TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            task_type TEXT NOT NULL,
+            quality TEXT NOT NULL,
+            complexity TEXT NOT NULL,
+            batch_size INTEGER NOT NULL,
+            data_classification TEXT NOT NULL,
+            tags TEXT NOT NULL DEFAULT '[]',
+            contains_pii INTEGER NOT NULL,
+            stream INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            error_type TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+            reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+            counted INTEGER NOT NULL DEFAULT 0,
+            reserved_micros INTEGER NOT NULL DEFAULT 0,
+            cost_micros INTEGER NOT NULL DEFAULT 0,
+            cost_usd REAL GENERATED ALWAYS AS (cost_micros / 1000000.0) VIRTUAL,
+            latency_ms REAL,
+            ttft_ms REAL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            expires_at REAL,
+            settled_at TEXT
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS budget_usage (
+            provider TEXT NOT NULL,
+            period TEXT NOT NULL,
+            spent_micros INTEGER NOT NULL DEFAULT 0,
+            reserved_micros INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (provider, period)
+        ) WITHOUT ROWID"""
+    )
+    for name, columns in (
+        ("requests_period_provider", "period, provider"),
+        ("requests_status_expires", "status, expires_at"),
+        ("requests_request_id", "request_id"),
+    ):
+        conn.execute(f"CREATE INDEX IF NOT EXISTS {name} ON requests ({columns})")
+
+
+@migration
+def m002_usage_counters(conn: sqlite3.Connection) -> None:
+    """Counters per provider and period, so the monthly summary never scans the rows."""
+    for column in USAGE_COUNTERS:
+        conn.execute(f"ALTER TABLE budget_usage ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    rebuild_usage(conn)
+
+
+_REBUILD_USAGE = """
+INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
+    error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
+    reasoning_tokens)
+SELECT provider, bucket, sum(cost_micros),
+    sum(CASE WHEN status = 'pending' THEN reserved_micros ELSE 0 END),
+    sum(status = 'ok'), sum(status = 'error'), sum(status = 'cancelled'),
+    sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(reasoning_tokens)
+FROM (
+    SELECT period AS bucket, * FROM requests
+    UNION ALL
+    SELECT substr(timestamp, 1, 10) AS bucket, * FROM requests
+)
+GROUP BY provider, bucket
+"""
+
+
+# -- Statements over the latest schema, kept next to it so one change updates both. --
+
+USAGE_WIDTH = 9
+"""Deltas ``ADD_USAGE`` takes per period: spent, reserved, then ``USAGE_COUNTERS``."""
+ADD_USAGE = """
+INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
+    error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
+    reasoning_tokens)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (provider, period) DO UPDATE SET
+    spent_micros = spent_micros + excluded.spent_micros,
+    reserved_micros = reserved_micros + excluded.reserved_micros,
+    ok_count = ok_count + excluded.ok_count,
+    error_count = error_count + excluded.error_count,
+    cancelled_count = cancelled_count + excluded.cancelled_count,
+    input_tokens = input_tokens + excluded.input_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens
+RETURNING period, spent_micros, reserved_micros
+"""
+INSERT_ROW = (
+    "INSERT INTO requests (request_id, attempt, timestamp, period, provider, model, user_id,"
+    " agent, query_hash, rule, task_type, quality, complexity, batch_size,"
+    " data_classification, tags, contains_pii, stream, reserved_micros, expires_at, pid, host)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_FOR_SETTLE = (
+    "SELECT provider, timestamp, status, reserved_micros, settled_at FROM requests WHERE id = ?"
+)
+SETTLE_ROW = (
+    "UPDATE requests SET status = ?, error_type = ?, input_tokens = ?, output_tokens = ?,"
+    " cached_input_tokens = ?, reasoning_tokens = ?, counted = ?, cost_micros = ?,"
+    " latency_ms = ?, ttft_ms = ?, settled_at = ? WHERE id = ?"
+)
+USAGE_OF = (
+    "SELECT spent_micros, reserved_micros FROM budget_usage WHERE provider = ? AND period = ?"
+)
+STALE = (
+    "SELECT id, provider, timestamp, reserved_micros FROM requests"
+    " WHERE status = 'pending' AND expires_at < ? AND provider = ?"
+)
+PENDING_PIDS = "SELECT DISTINCT pid FROM requests WHERE status = 'pending' AND host = ?"
+PENDING_OF_PID = (
+    "SELECT id, provider, timestamp, reserved_micros FROM requests"
+    " WHERE status = 'pending' AND host = ? AND pid = ?"
+)
+EXPIRE_ROW = "UPDATE requests SET status = 'expired', error_type = ? WHERE id = ?"
+SUMMARY_USAGE = (
+    "SELECT provider, spent_micros, reserved_micros, ok_count, error_count, cancelled_count,"
+    " input_tokens, output_tokens, cached_input_tokens, reasoning_tokens"
+    " FROM budget_usage WHERE period = ?"
+)
+SUMMARY_OPEN = (  # few rows are pending or expired: never scan the month through its index
+    "SELECT provider, status, count(*) FROM requests INDEXED BY requests_status_expires"
+    " WHERE status IN ('pending', 'expired') AND period = ? GROUP BY provider, status"
+)
+EXPORT = "SELECT * FROM requests WHERE period = ? ORDER BY id"
+BY_REQUEST = "SELECT * FROM requests WHERE request_id = ? ORDER BY attempt, id"
