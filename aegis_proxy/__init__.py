@@ -7,7 +7,7 @@ a row in the SQLite ledger. See ``AegisLLMProxy`` and the module-level ``acomple
 from __future__ import annotations
 
 from aegis_proxy.config import AegisConfig, load_config
-from aegis_proxy.default import acompletion, close_default_proxy, get_default_proxy
+from aegis_proxy.default import acompletion, close_default_proxy, completion, get_default_proxy
 from aegis_proxy.errors import (
     AegisError,
     BudgetExceededError,
@@ -57,6 +57,7 @@ __all__ = [
     "Route",
     "acompletion",
     "close_default_proxy",
+    "completion",
     "get_default_proxy",
     "load_config",
 ]

@@ -52,6 +52,7 @@ class Job:
     stop_at: float | None
     default_max_tokens: int
     attempts: int = 0
+    started_at: float = field(default_factory=time.time)
 
     @property
     def stream(self) -> bool:
@@ -108,6 +109,8 @@ class Call:
     breaker_state: str
     timeout: float | None
     started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    ttft_ms: float | None = None
 
 
 def outcome_of(
@@ -131,6 +134,7 @@ def outcome_of(
         cost_micros=cost_micros(price, tokens[0], tokens[1], tokens[2]),
         counted=counted,
         error_type=error_type,
+        ttft_ms=call.ttft_ms,
     )
 
 

@@ -143,6 +143,8 @@ class RoutingConfig(_Strict):
 
 class PrivacyConfig(_Strict):
     pii_action: Literal["route_local", "redact", "block"] = "route_local"
+    # Images cannot be scanned: by default they count as personal data (local only).
+    images: Literal["local_only", "allow_cloud"] = "local_only"
     entities: list[str] | None = None  # None: every supported entity type counts
 
 

@@ -24,7 +24,8 @@ import structlog
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.config import AegisConfig, ProviderConfig, RouteEntry, load_config
-from aegis_proxy.ledger import BudgetLimit, Ledger
+from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
+from aegis_proxy.ledger import AttemptOutcome, BudgetLimit, Ledger
 from aegis_proxy.pii import PiiDetector, PiiReport
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
 from aegis_proxy.providers import ProviderClient
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("aegis_proxy")
 
 DETECTION_FAILED = "DETECTION_FAILED"
+IMAGE = "IMAGE"  # an image part: unscannable, so personal data unless images: allow_cloud
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -68,8 +70,10 @@ class AegisLLMProxy:
         *,
         ledger: Ledger | None = None,
         detector: PiiScanner | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.config = config
+        self.observers = list(observers)
         self.clients = {name: ProviderClient(name, p) for name, p in config.providers.items()}
         entities = set(config.privacy.entities) if config.privacy.entities is not None else None
         self._detector = detector or PiiDetector(entities=entities)
@@ -120,13 +124,16 @@ class AegisLLMProxy:
         checked = validate_messages(messages)
         task = task or LLMTask()
         entities = self._scan(checked)
+        images = has_images(checked)
+        if images and self.config.privacy.images == "local_only":
+            entities[IMAGE] = entities.get(IMAGE, 0) + 1
         contains_pii = bool(entities) or task.data_classification == "pii"
         route = decide_route(self.config.routing, task)
         if contains_pii:
             if self.config.privacy.pii_action == "block":
                 raise errors.PrivacyViolationError(sorted(entities), route.providers)
             route = restrict_to_local(route, self.config.providers, sorted(entities))
-        plan = Plan(checked, task, route, entities, contains_pii, has_images(checked))
+        plan = Plan(checked, task, route, entities, contains_pii, images)
         log.info(
             "route_decided",
             request_id=plan.request_id,
@@ -203,6 +210,7 @@ class AegisLLMProxy:
                     raise
                 return await served(job, call, result)
         log.warning("request_failed", request_id=job.plan.request_id, rule=job.plan.route.rule)
+        self._request_finished(job, "NoProviderAvailableError")
         raise errors.NoProviderAvailableError(job.plan.route.rule, job.record.attempts)
 
     async def _backoff(self, job: Job, retry: int, error: errors.ProviderCallError) -> bool:
@@ -224,6 +232,7 @@ class AegisLLMProxy:
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
         self._settle(job, call, "ok", response.usage, response_text(message), None)
+        self._request_finished(job, None)
         response.aegis = job.record  # type: ignore[attr-defined]  # an extra field of ChatCompletion
         return response
 
@@ -234,7 +243,9 @@ class AegisLLMProxy:
     async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
         def settle(status: str, usage: Any, text: str, error_type: str | None) -> None:
             self._settle(job, call, status, usage, text, error_type)
+            self._request_finished(job, None if status == "ok" else "ProviderCallError")
 
+        call.ttft_ms = (time.perf_counter() - call.started) * 1000
         stream, first = opened
         return await AegisStream(call, stream, first, job.record, settle, job.stop_at).start()
 
@@ -312,10 +323,21 @@ class AegisLLMProxy:
             latency_ms=round(outcome.latency_ms, 3),
             breaker=call.breaker_state,
         )
-        self._note(job, attempt)
+        self._note(job, attempt, call, outcome)
 
-    def _note(self, job: Job, attempt: Attempt) -> None:
+    def _note(
+        self,
+        job: Job,
+        attempt: Attempt,
+        call: Call | None = None,
+        outcome: AttemptOutcome | None = None,
+    ) -> None:
         job.record.attempts.append(attempt)
+        if self.observers:
+            now = time.time()
+            started = call.started_at if call is not None else now
+            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
+            self._emit("attempt_finished", event)
         log.info(
             "provider_attempt",
             request_id=job.record.request_id,
@@ -328,6 +350,22 @@ class AegisLLMProxy:
             latency_ms=attempt.latency_ms,
             breaker=attempt.breaker,
         )
+
+    def _request_finished(self, job: Job, error: str | None) -> None:
+        if self.observers:
+            event = RequestEvent(job.record, job.started_at, time.time(), job.stream, error)
+            self._emit("request_finished", event)
+
+    def _emit(self, method: str, event: AttemptEvent | RequestEvent) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, method)(event)
+            except Exception as exc:  # observability must never break a request
+                log.error(
+                    "observer_failed",
+                    observer=type(observer).__name__,
+                    error_type=type(exc).__name__,
+                )
 
 
 def _min(*limits: float | None) -> float | None:

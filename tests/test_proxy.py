@@ -353,19 +353,66 @@ async def test_tools_pass_through_and_tool_calls_return(rig: Rig) -> None:
     assert json.loads(call.function.arguments) == {"city": "Paris"}
 
 
-async def test_images_skip_non_vision_providers(rig: Rig) -> None:
-    """A request with an image skips providers not declared vision: true."""
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                {"type": "text", "text": "What is in this picture?"},
-                {"type": "image_url", "image_url": {"url": "https://img.example/cat.png"}},
-            ],
-        }
-    ]
+IMAGE_REQUEST = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is in this picture?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        ],
+    }
+]
+
+
+async def test_images_count_as_personal_data_by_default(rig: Rig) -> None:
+    """An image request stays local by default: images cannot be scanned."""
     async with rig.proxy() as proxy:
-        resp = await proxy.acompletion(messages, CRITICAL)
+        resp = await proxy.acompletion(IMAGE_REQUEST, CRITICAL)
+    assert resp.aegis.provider == "local_ollama"
+    assert resp.aegis.pii_entities == {"IMAGE": 1}
+    assert rig.openai.requests == []
+    [sent] = rig.local.chat_requests()
+    assert sent.body["messages"][0]["images"] == ["iVBORw0KGgo="]
+    [row] = rows(rig)
+    assert (row["contains_pii"], row["status"]) == (1, "ok")
+
+
+async def test_images_allowed_to_cloud_skip_non_vision_providers(rig: Rig) -> None:
+    """With images: allow_cloud, providers without vision: true are skipped with a reason."""
+    data = rig.config_data()
+    data["privacy"] = {"images": "allow_cloud"}
+    async with rig.proxy(data) as proxy:
+        resp = await proxy.acompletion(IMAGE_REQUEST, CRITICAL)
     assert resp.aegis.provider == "local_ollama"
     assert [a.outcome for a in resp.aegis.attempts] == ["skipped", "skipped", "ok"]
-    assert rig.openai.requests == []
+    assert resp.aegis.attempts[0].reason == (
+        "request has images and the provider is not declared vision: true"
+    )
+    data["providers"]["openai"]["vision"] = True
+    async with rig.proxy(data) as proxy:
+        resp = await proxy.acompletion(IMAGE_REQUEST, CRITICAL)
+    assert resp.aegis.provider == "openai"
+    [sent] = rig.openai.chat_requests()
+    assert sent.body["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png")
+
+
+def test_sync_completion_outside_event_loop(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """completion() works from plain scripts, through the same policy and ledger."""
+    from aegis_proxy import completion
+
+    monkeypatch.setenv("AEGIS_CONFIG", str(rig.write_config()))
+    resp = completion(HELLO, CRITICAL, max_tokens=8)
+    assert resp.aegis.provider == "openai"  # type: ignore[attr-defined]
+    assert [r["provider"] for r in rows(rig)] == ["openai"]
+
+
+async def test_sync_completion_inside_event_loop_refuses(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """completion() inside a running loop raises a clear error and sends nothing."""
+    from aegis_proxy import completion
+
+    monkeypatch.setenv("AEGIS_CONFIG", str(rig.write_config()))
+    with pytest.raises(RequestValidationError, match="await acompletion"):
+        completion(HELLO)
+    assert rig.local.requests == []

@@ -1,0 +1,45 @@
+"""What the proxy tells observers (metrics, tracing): finished attempts and requests.
+
+Observers are plain objects passed to ``AegisLLMProxy(observers=[...])``. They receive
+names, numbers and outcomes only — the same things the ledger keeps — never message
+content or keys. An observer that raises is logged and ignored: observability must never
+break a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aegis_proxy.ledger import AttemptOutcome
+    from aegis_proxy.request import AegisRecord, Attempt
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    """One provider attempt (or skip) has ended."""
+
+    record: AegisRecord
+    attempt: Attempt
+    outcome: AttemptOutcome | None  # None for a skipped candidate (no ledger row)
+    started_at: float  # wall-clock seconds (time.time()) when the attempt started
+    ended_at: float
+    stream: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """A routed request has ended: served (``error`` is None) or failed."""
+
+    record: AegisRecord
+    started_at: float
+    ended_at: float
+    stream: bool
+    error: str | None  # our exception class name when the request failed
+
+
+class Observer(Protocol):
+    def attempt_finished(self, event: AttemptEvent) -> None: ...
+
+    def request_finished(self, event: RequestEvent) -> None: ...
