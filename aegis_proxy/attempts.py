@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from aegis_proxy.config import ProviderConfig
     from aegis_proxy.policy import LLMTask, Route
     from aegis_proxy.providers import ProviderClient
+    from aegis_proxy.redaction import Redaction
     from aegis_proxy.resilience import CircuitBreaker
 
 
@@ -32,13 +33,19 @@ if TYPE_CHECKING:
 class Plan:
     """Everything decided before the first network call."""
 
-    messages: list[dict[str, Any]]
+    messages: list[dict[str, Any]]  # as sent: redacted when the request is redacted
     task: LLMTask
     route: Route
     pii_entities: dict[str, int]
     contains_pii: bool
     images: bool
+    redaction: Redaction | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def local_only(self) -> bool:
+        """Whether only local providers may receive this request's messages."""
+        return self.contains_pii and self.redaction is None
 
 
 @dataclass(slots=True)

@@ -126,6 +126,10 @@ class ProviderClient:
     def unavailable_reason(self) -> str | None:
         return self.config.unavailable_reason
 
+    def prepare(self) -> None:
+        """Create the SDK client now (imports any-llm), outside any attempt's time limit."""
+        self._get_client()
+
     def _get_client(self) -> Any:
         if self._client is None:
             with map_sdk_errors(self.name):

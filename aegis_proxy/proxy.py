@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import structlog
@@ -26,9 +27,10 @@ from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.config import AegisConfig, ProviderConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, BudgetLimit, Ledger
-from aegis_proxy.pii import PiiDetector, PiiReport
+from aegis_proxy.pii import PiiDetector, PiiMatch, PiiReport
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
 from aegis_proxy.providers import ProviderClient
+from aegis_proxy.redaction import ChunkRestorer, Redaction, restore_message
 from aegis_proxy.request import (
     AegisRecord,
     Attempt,
@@ -59,6 +61,8 @@ class PiiScanner(Protocol):
     """What the proxy needs of a detector (``PiiDetector``, or a NER-backed one)."""
 
     def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport: ...
+
+    def scan_text(self, text: str) -> list[PiiMatch]: ...
 
 
 class AegisLLMProxy:
@@ -129,11 +133,18 @@ class AegisLLMProxy:
             entities[IMAGE] = entities.get(IMAGE, 0) + 1
         contains_pii = bool(entities) or task.data_classification == "pii"
         route = decide_route(self.config.routing, task)
+        redaction = None
         if contains_pii:
             if self.config.privacy.pii_action == "block":
                 raise errors.PrivacyViolationError(sorted(entities), route.providers)
-            route = restrict_to_local(route, self.config.providers, sorted(entities))
-        plan = Plan(checked, task, route, entities, contains_pii, images)
+            redaction = self._redact(checked, entities, task)
+            if redaction is None:
+                route = restrict_to_local(route, self.config.providers, sorted(entities))
+            else:
+                checked = redaction[1]
+                route = replace(route, reason=f"{route.reason}; personal data redacted")
+        plan = Plan(checked, task, route, entities, contains_pii, images,
+                    redaction[0] if redaction else None)  # fmt: skip
         log.info(
             "route_decided",
             request_id=plan.request_id,
@@ -144,6 +155,27 @@ class AegisLLMProxy:
             pii_entities=sorted(entities),
         )
         return plan
+
+    def _redact(
+        self, messages: list[dict[str, Any]], entities: dict[str, int], task: LLMTask
+    ) -> tuple[Redaction, list[dict[str, Any]]] | None:
+        """Redact for ``pii_action: redact``; None when the request must stay local instead.
+
+        Declared ``pii``, images and detector failures cannot be redacted; and a redacted
+        copy that still scans as PII (a value in a part we do not rewrite) stays local.
+        """
+        unredactable = {IMAGE, DETECTION_FAILED} & entities.keys()
+        if self.config.privacy.pii_action != "redact" or unredactable:
+            return None
+        if task.data_classification == "pii":
+            return None
+        redaction = Redaction(self._detector)
+        try:
+            outgoing = redaction.redact_messages(messages)
+        except Exception as exc:  # fail closed: stay local
+            log.error("pii_redaction_failed", error_type=type(exc).__name__)
+            return None
+        return None if self._scan(outgoing) else (redaction, outgoing)
 
     def _scan(self, messages: list[dict[str, Any]]) -> dict[str, int]:
         try:
@@ -232,6 +264,9 @@ class AegisLLMProxy:
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
         self._settle(job, call, "ok", response.usage, response_text(message), None)
+        if job.plan.redaction is not None:
+            for choice in response.choices:
+                restore_message(choice.message, job.plan.redaction)
         self._request_finished(job, None)
         response.aegis = job.record  # type: ignore[attr-defined]  # an extra field of ChatCompletion
         return response
@@ -247,7 +282,10 @@ class AegisLLMProxy:
 
         call.ttft_ms = (time.perf_counter() - call.started) * 1000
         stream, first = opened
-        return await AegisStream(call, stream, first, job.record, settle, job.stop_at).start()
+        redaction = job.plan.redaction
+        restorer = ChunkRestorer(redaction) if redaction is not None else None
+        stream_ = AegisStream(call, stream, first, job.record, settle, job.stop_at, restorer)
+        return await stream_.start()
 
     # -- reserve ------------------------------------------------------------------------
 
@@ -278,7 +316,7 @@ class AegisLLMProxy:
         return Call(client, model, row_id, breaker, state, timeout)
 
     def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
-        if job.plan.contains_pii and not client.config.local:  # the invariant, once more
+        if job.plan.local_only and not client.config.local:  # the invariant, once more
             return "personal data may only reach local providers"
         if client.unavailable_reason:
             return client.unavailable_reason
@@ -286,6 +324,10 @@ class AegisLLMProxy:
             return "request has images and the provider is not declared vision: true"
         if job.remaining() == 0:
             return "request deadline passed"
+        try:
+            client.prepare()
+        except errors.ProviderCallError as exc:
+            return f"client could not be created: {exc.problem}"
         if not breaker.allow():
             return "circuit breaker open"
         return None

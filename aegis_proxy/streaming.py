@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletionChunk
 
     from aegis_proxy.attempts import Call
+    from aegis_proxy.redaction import ChunkRestorer
     from aegis_proxy.request import AegisRecord
 
 Settle = Callable[[str, Any, str, "str | None"], None]
@@ -57,8 +58,10 @@ class AegisStream:
         record: AegisRecord,
         settle: Settle,
         stop_at: float | None,
+        restorer: ChunkRestorer | None = None,
     ) -> None:
         self.aegis = record
+        self._restorer = restorer
         self._call = call
         self._stream = stream
         self._settle = settle
@@ -104,9 +107,12 @@ class AegisStream:
             chunk = first
             while chunk is not None:
                 usage = getattr(chunk, "usage", None) or usage
-                text.append(_chunk_text(chunk))
-                yield chunk
+                text.append(_chunk_text(chunk))  # counted as the provider sent it
+                yield self._restorer.restore(chunk) if self._restorer else chunk
                 chunk = await self._next()
+            leftover = self._restorer.leftover_chunk() if self._restorer else None
+            if leftover is not None:
+                yield leftover
             status, error_type = "ok", None
         except (errors.ProviderCallError, TimeoutError) as exc:
             mapped = _as_call_error(self._call.client.name, exc)
