@@ -39,6 +39,7 @@ class Plan:
     pii_entities: dict[str, int]
     contains_pii: bool
     images: bool
+    query_hash: str  # of the caller's messages: the ledger keeps it instead of text
     redaction: Redaction | None = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
@@ -71,17 +72,23 @@ class Job:
     def sent_params(self, config: ProviderConfig) -> dict[str, Any]:
         """The caller's parameters, with a max_tokens cap for budgeted providers."""
         sent = {k: v for k, v in self.params.items() if k != "stream"}
-        if config.budgeted and not max_tokens(self.params):
+        capped = config.budgeted or self.plan.route.max_cost_micros is not None
+        if capped and not max_tokens(self.params):
             sent["max_tokens"] = self.default_max_tokens
         return sent
 
     def reservation(self, config: ProviderConfig, model: str) -> int:
-        """Upper bound of this attempt's cost in micro-dollars (0 when unbudgeted)."""
-        if not config.budgeted:
+        """What the ledger reserves for this attempt: its cost bound, or 0 when unbudgeted."""
+        return self.cost_bound(config, model) if config.budgeted else 0
+
+    def cost_bound(self, config: ProviderConfig, model: str) -> int:
+        """Upper bound of this attempt's cost in micro-dollars."""
+        price = config.price_of(model)
+        if price.is_free:
             return 0
         out_bound = max_tokens(self.params) or self.default_max_tokens
         in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
-        return cost_micros(config.price_of(model), in_bound, out_bound)
+        return cost_micros(price, in_bound, out_bound)
 
     def attempt_start(self, provider: str, model: str) -> AttemptStart:
         task = self.plan.task

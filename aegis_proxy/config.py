@@ -103,6 +103,12 @@ class RuleWhen(_Strict):
     tags: list[str] | None = None  # every listed tag must be on the task
     min_batch_size: int | None = Field(default=None, ge=1)
     max_batch_size: int | None = Field(default=None, ge=1)
+    # the seeds' 1-10 scale (LLMTask.complexity_score), for tiers of models
+    min_complexity_score: int | None = Field(default=None, ge=1, le=10)
+    max_complexity_score: int | None = Field(default=None, ge=1, le=10)
+    # a deterministic share of the matching traffic (canaries, A/B), stable per user_id,
+    # else per query hash
+    percent: float | None = Field(default=None, ge=0, le=100)
 
     @field_validator(
         "quality", "complexity", "task_type", "data_classification", "agent", "tags", mode="before"
@@ -129,6 +135,8 @@ class RoutingRule(_Strict):
     name: str = Field(min_length=1)
     when: RuleWhen = RuleWhen()
     route: list[RouteEntry] = Field(min_length=1)
+    max_cost_usd: Decimal | None = Field(default=None, gt=0)  # per request, upper bound
+    cache_ttl_s: float | None = Field(default=None, ge=0)  # response cache TTL for this rule
 
     _entries = field_validator("route", mode="before")(_route_entries)
 

@@ -12,6 +12,7 @@ What must always hold:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ class LLMTask(BaseModel):
     user_id: str | None = None
     agent: str | None = None
     tags: list[str] = []
+    complexity_score: int | None = Field(default=None, ge=1, le=10)
 
 
 DEFAULT_RULE = "default"
@@ -52,22 +54,31 @@ class Route:
     rule: str
     reason: str
     removed: tuple[str, ...] = ()  # providers taken out by the privacy invariant
+    max_cost_micros: int | None = None  # the rule's per-request cost ceiling
+    cache_ttl_s: float | None = None
 
     @property
     def providers(self) -> tuple[str, ...]:
         return tuple(entry.provider for entry in self.candidates)
 
 
-def decide_route(routing: RoutingConfig, task: LLMTask) -> Route:
-    """Return the route of the first rule matching ``task``, else the default route."""
+def decide_route(routing: RoutingConfig, task: LLMTask, traffic_key: str = "") -> Route:
+    """Return the route of the first rule matching ``task``, else the default route.
+
+    ``traffic_key`` (the query hash) places the request in a ``percent`` split when the
+    task has no ``user_id``; a user always lands on the same side of a split.
+    """
     for rule in routing.rules:
-        if rule_matches(rule.when, task):
-            return Route(tuple(rule.route), rule.name, _explain(rule))
+        if rule_matches(rule.when, task, traffic_key):
+            ceiling = rule.max_cost_usd
+            micros = int(ceiling * 1_000_000) if ceiling is not None else None
+            return Route(tuple(rule.route), rule.name, _explain(rule), (), micros, rule.cache_ttl_s)
     return Route(tuple(routing.default), DEFAULT_RULE, "no rule matched: default route")
 
 
-def rule_matches(when: RuleWhen, task: LLMTask) -> bool:
+def rule_matches(when: RuleWhen, task: LLMTask, traffic_key: str = "") -> bool:
     """Whether every condition given in ``when`` holds for ``task``."""
+    score = task.complexity_score
     checks = (
         when.quality is None or task.quality in when.quality,
         when.complexity is None or task.complexity in when.complexity,
@@ -77,8 +88,18 @@ def rule_matches(when: RuleWhen, task: LLMTask) -> bool:
         when.tags is None or set(when.tags) <= set(task.tags),
         when.min_batch_size is None or task.batch_size >= when.min_batch_size,
         when.max_batch_size is None or task.batch_size <= when.max_batch_size,
+        when.min_complexity_score is None or (score or 0) >= when.min_complexity_score,
+        when.max_complexity_score is None or (score or 11) <= when.max_complexity_score,
     )
-    return all(checks)
+    if not all(checks):
+        return False
+    return when.percent is None or _bucket(task.user_id or traffic_key) < when.percent
+
+
+def _bucket(key: str) -> float:
+    """A stable position in [0, 100) for a traffic key."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest) % 10_000 / 100
 
 
 def _explain(rule: RoutingRule) -> str:

@@ -132,7 +132,8 @@ class AegisLLMProxy:
         if images and self.config.privacy.images == "local_only":
             entities[IMAGE] = entities.get(IMAGE, 0) + 1
         contains_pii = bool(entities) or task.data_classification == "pii"
-        route = decide_route(self.config.routing, task)
+        digest = query_hash(checked)
+        route = decide_route(self.config.routing, task, digest)
         redaction = None
         if contains_pii:
             if self.config.privacy.pii_action == "block":
@@ -143,7 +144,7 @@ class AegisLLMProxy:
             else:
                 checked = redaction[1]
                 route = replace(route, reason=f"{route.reason}; personal data redacted")
-        plan = Plan(checked, task, route, entities, contains_pii, images,
+        plan = Plan(checked, task, route, entities, contains_pii, images, digest,
                     redaction[0] if redaction else None)  # fmt: skip
         log.info(
             "route_decided",
@@ -209,7 +210,7 @@ class AegisLLMProxy:
                 pii_entities=plan.pii_entities,
                 removed_providers=list(plan.route.removed),
             ),
-            query_hash=query_hash(plan.messages),
+            query_hash=plan.query_hash,
             stop_at=time.monotonic() + deadline if deadline else None,
             default_max_tokens=self.config.budgets.default_max_tokens,
         )
@@ -294,7 +295,7 @@ class AegisLLMProxy:
         client = self.clients[entry.provider]
         model = entry.model or client.config.model
         breaker = self.breakers[client.name]
-        reason = self._skip_reason(job, client, breaker)
+        reason = self._skip_reason(job, client, breaker) or _over_ceiling(job, client, model)
         if reason is not None:
             self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
                                     reason=reason, breaker=breaker.state))  # fmt: skip
@@ -408,6 +409,16 @@ class AegisLLMProxy:
                     observer=type(observer).__name__,
                     error_type=type(exc).__name__,
                 )
+
+
+def _over_ceiling(job: Job, client: ProviderClient, model: str) -> str | None:
+    ceiling = job.plan.route.max_cost_micros
+    if ceiling is None:
+        return None
+    bound = job.cost_bound(client.config, model)
+    if bound <= ceiling:
+        return None
+    return f"cost bound ${bound / 1e6:.6f} exceeds the rule's max_cost_usd ${ceiling / 1e6:.6f}"
 
 
 def _min(*limits: float | None) -> float | None:

@@ -133,3 +133,58 @@ def test_task_rejects_unknown_values() -> None:
         LLMTask(quality="supreme")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="batch_size"):
         LLMTask(batch_size=0)
+
+
+def _split_config(tmp_path: Path, percent: float) -> AegisConfig:
+    path = tmp_path / "split.yaml"
+    path.write_text(
+        "providers:\n  a: {sdk: ollama, model: m, local: true}\n"
+        "  b: {sdk: ollama, model: n, local: true}\n"
+        f"routing:\n  rules: [{{name: canary, when: {{percent: {percent}}}, route: [b]}}]\n"
+        "  default: [a]\n"
+    )
+    return load_config(path)
+
+
+@pytest.mark.parametrize("percent", [0, 10, 50, 100])
+def test_percent_split_share_and_stability(tmp_path: Path, percent: float) -> None:
+    """A percent rule takes about that share of users, and always the same users."""
+    routing = _split_config(tmp_path, percent).routing
+    users = [f"user-{i}" for i in range(4000)]
+    chosen = {u for u in users if decide_route(routing, LLMTask(user_id=u)).rule == "canary"}
+    assert abs(len(chosen) / len(users) * 100 - percent) <= 2.5
+    again = {u for u in users if decide_route(routing, LLMTask(user_id=u)).rule == "canary"}
+    assert chosen == again
+
+
+def test_percent_split_without_user_uses_query_key(tmp_path: Path) -> None:
+    """Without a user_id, the traffic key (query hash) decides, deterministically."""
+    routing = _split_config(tmp_path, 50).routing
+    rules = {decide_route(routing, LLMTask(), f"q{i}").rule for i in range(200)}
+    assert rules == {"canary", "default"}
+    assert (
+        decide_route(routing, LLMTask(), "q7").rule == decide_route(routing, LLMTask(), "q7").rule
+    )
+
+
+@pytest.mark.parametrize(
+    ("score", "tier"),
+    [(1, "small"), (3, "small"), (4, "mid"), (6, "mid"), (7, "strong"), (8, "strong"),
+     (9, "strongest"), (10, "strongest"), (None, "default")],
+)  # fmt: skip
+def test_complexity_score_tiers(tmp_path: Path, score: int | None, tier: str) -> None:
+    """The seeds' 1-10 complexity tiers map to models through score ranges."""
+    path = tmp_path / "tiers.yaml"
+    path.write_text(
+        "providers:\n  l: {sdk: ollama, model: m, local: true}\n"
+        "routing:\n  rules:\n"
+        "    - {name: small, when: {max_complexity_score: 3}, route: [{provider: l, model: s}]}\n"
+        "    - {name: mid, when: {min_complexity_score: 4, max_complexity_score: 6},"
+        " route: [{provider: l, model: md}]}\n"
+        "    - {name: strong, when: {min_complexity_score: 7, max_complexity_score: 8},"
+        " route: [{provider: l, model: st}]}\n"
+        "    - {name: strongest, when: {min_complexity_score: 9}, route: [{provider: l, model: x}]}\n"
+        "  default: [l]\n"
+    )
+    route = decide_route(load_config(path).routing, LLMTask(complexity_score=score))
+    assert route.rule == tier

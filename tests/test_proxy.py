@@ -416,3 +416,31 @@ async def test_sync_completion_inside_event_loop_refuses(
     with pytest.raises(RequestValidationError, match="await acompletion"):
         completion(HELLO)
     assert rig.local.requests == []
+
+
+async def test_rule_max_cost_skips_expensive_candidates(rig: Rig) -> None:
+    """A rule's max_cost_usd skips candidates whose cost bound exceeds it, with the reason."""
+    data = rig.config_data()
+    data["routing"]["rules"][0]["max_cost_usd"] = 0.001  # gpt-4o x 1024 tokens is above
+    async with rig.proxy(data) as proxy:
+        resp = await proxy.acompletion(HELLO, CRITICAL)
+    assert resp.aegis.provider == "ollama_cloud"
+    first = resp.aegis.attempts[0]
+    assert (first.provider, first.outcome) == ("openai", "skipped")
+    assert first.reason is not None
+    assert "exceeds the rule's max_cost_usd $0.001000" in first.reason
+    assert rig.openai.requests == []
+
+
+async def test_route_entry_names_a_model(rig: Rig) -> None:
+    """A route entry with a model sends that model, priced from the cost map."""
+    data = rig.config_data()
+    data["routing"]["rules"][0]["route"] = [{"provider": "openai", "model": "gpt-4o-mini"}]
+    async with rig.proxy(data) as proxy:
+        resp = await proxy.acompletion(HELLO, CRITICAL)
+    assert resp.aegis.model == "gpt-4o-mini"
+    assert rig.openai.chat_requests()[0].body["model"] == "gpt-4o-mini"
+    usage = resp.usage
+    assert usage is not None
+    expected = -(-(usage.prompt_tokens * 150_000 + usage.completion_tokens * 600_000) // 10**6)
+    assert [r["cost_micros"] for r in rows(rig)] == [expected]
