@@ -183,7 +183,8 @@ def test_complexity_score_tiers(tmp_path: Path, score: int | None, tier: str) ->
         " route: [{provider: l, model: md}]}\n"
         "    - {name: strong, when: {min_complexity_score: 7, max_complexity_score: 8},"
         " route: [{provider: l, model: st}]}\n"
-        "    - {name: strongest, when: {min_complexity_score: 9}, route: [{provider: l, model: x}]}\n"
+        "    - {name: strongest, when: {min_complexity_score: 9},"
+        " route: [{provider: l, model: x}]}\n"
         "  default: [l]\n"
     )
     route = decide_route(load_config(path).routing, LLMTask(complexity_score=score))
