@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from aegis_proxy.providers import ProviderClient
     from aegis_proxy.redaction import Redaction
     from aegis_proxy.resilience import CircuitBreaker
+    from aegis_proxy.runtime import Runtime
 
 
 @dataclass(slots=True)
@@ -59,6 +60,7 @@ class Job:
     query_hash: str
     stop_at: float | None
     default_max_tokens: int
+    rt: Runtime
     attempts: int = 0
     started_at: float = field(default_factory=time.time)
 

@@ -15,19 +15,20 @@ Data flows one way: request -> classify (pii) -> decide (policy) -> reserve (led
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
-from aegis_proxy.config import AegisConfig, ProviderConfig, RouteEntry, load_config
+from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
-from aegis_proxy.ledger import AttemptOutcome, BudgetLimit, Ledger
-from aegis_proxy.pii import PiiDetector, PiiMatch, PiiReport
+from aegis_proxy.ledger import AttemptOutcome, Ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
 from aegis_proxy.providers import ProviderClient
 from aegis_proxy.redaction import ChunkRestorer, Redaction, restore_message
@@ -40,11 +41,11 @@ from aegis_proxy.request import (
     validate_messages,
     validate_params,
 )
-from aegis_proxy.resilience import CircuitBreaker, RetryPolicy, should_retry
+from aegis_proxy.resilience import CircuitBreaker, should_retry
+from aegis_proxy.runtime import PiiScanner, Runtime, build_runtime
 from aegis_proxy.streaming import AegisStream, open_first_chunk
 
 if TYPE_CHECKING:
-    import os
     from types import TracebackType
 
     from any_llm.types.completion import ChatCompletion
@@ -55,14 +56,6 @@ DETECTION_FAILED = "DETECTION_FAILED"
 IMAGE = "IMAGE"  # an image part: unscannable, so personal data unless images: allow_cloud
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-class PiiScanner(Protocol):
-    """What the proxy needs of a detector (``PiiDetector``, or a NER-backed one)."""
-
-    def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport: ...
-
-    def scan_text(self, text: str) -> list[PiiMatch]: ...
 
 
 class AegisLLMProxy:
@@ -76,19 +69,25 @@ class AegisLLMProxy:
         detector: PiiScanner | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
-        self.config = config
         self.observers = list(observers)
-        self.clients = {name: ProviderClient(name, p) for name, p in config.providers.items()}
-        entities = set(config.privacy.entities) if config.privacy.entities is not None else None
-        self._detector = detector or PiiDetector(entities=entities)
+        self._detector = detector
+        self._rt = build_runtime(config, detector=detector)
+        self._retired: list[ProviderClient] = []
         self._ledger = ledger
-        self._budgets = budget_limits(config)
-        res = config.resilience
-        self._retry = RetryPolicy(res.retries, res.backoff_s, res.max_backoff_s)
-        self.breakers = {
-            name: CircuitBreaker(name, res.breaker_failures, res.breaker_cooldown_s)
-            for name in config.providers
-        }
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def config(self) -> AegisConfig:
+        """The config new requests use (requests in flight keep the one they started with)."""
+        return self._rt.config
+
+    @property
+    def clients(self) -> dict[str, ProviderClient]:
+        return self._rt.clients
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return self._rt.breakers
 
     @property
     def ledger(self) -> Ledger:
@@ -115,32 +114,77 @@ class AegisLLMProxy:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every provider client and the ledger."""
-        for client in self.clients.values():
+        """Stop watching the config; close every provider client and the ledger."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        for client in [*self.clients.values(), *self._retired]:
             await client.aclose()
         if self._ledger is not None:
             self._ledger.close()
+
+    # -- reload -------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the config file; a bad file keeps the running config (and logs why)."""
+        source = self.config.source
+        try:
+            config = load_config(source)
+        except errors.ConfigError as exc:
+            log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
+            return False
+        if config.ledger.path != self.config.ledger.path:
+            log.warning("config_reload_ledger_path_ignored", path=config.ledger.path)
+        old = self._rt
+        self._rt = build_runtime(config, old, self._detector)
+        kept = set(map(id, self._rt.clients.values()))
+        self._retired += [c for c in old.clients.values() if id(c) not in kept]
+        log.info("config_reloaded", path=source, rules=len(config.routing.rules))
+        return True
+
+    def watch_config(self, interval_s: float = 1.0) -> None:
+        """Reload whenever the config file changes (polled; needs a running event loop)."""
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(interval_s))
+
+    async def _watch(self, interval_s: float) -> None:
+        stamp = _mtime(self.config.source)
+        while True:
+            await asyncio.sleep(interval_s)
+            current = _mtime(self.config.source)
+            if current != stamp:
+                stamp = current
+                self.reload()
+
+    def reload_on_sighup(self) -> None:
+        """In a service: reload the config on SIGHUP (Unix, running event loop)."""
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
 
     # -- classify and decide ------------------------------------------------------------
 
     def plan(self, messages: object, task: LLMTask | None = None) -> Plan:
         """Validate, scan for PII and route, without any network call."""
+        return self._plan(self._rt, messages, task)
+
+    def _plan(self, rt: Runtime, messages: object, task: LLMTask | None) -> Plan:
+        config = rt.config
         checked = validate_messages(messages)
         task = task or LLMTask()
-        entities = self._scan(checked)
+        entities = _scan(rt, checked)
         images = has_images(checked)
-        if images and self.config.privacy.images == "local_only":
+        if images and config.privacy.images == "local_only":
             entities[IMAGE] = entities.get(IMAGE, 0) + 1
         contains_pii = bool(entities) or task.data_classification == "pii"
         digest = query_hash(checked)
-        route = decide_route(self.config.routing, task, digest)
+        route = decide_route(config.routing, task, digest)
         redaction = None
         if contains_pii:
-            if self.config.privacy.pii_action == "block":
+            if config.privacy.pii_action == "block":
                 raise errors.PrivacyViolationError(sorted(entities), route.providers)
-            redaction = self._redact(checked, entities, task)
+            redaction = _redact(rt, checked, entities, task)
             if redaction is None:
-                route = restrict_to_local(route, self.config.providers, sorted(entities))
+                route = restrict_to_local(route, config.providers, sorted(entities))
             else:
                 checked = redaction[1]
                 route = replace(route, reason=f"{route.reason}; personal data redacted")
@@ -157,34 +201,6 @@ class AegisLLMProxy:
         )
         return plan
 
-    def _redact(
-        self, messages: list[dict[str, Any]], entities: dict[str, int], task: LLMTask
-    ) -> tuple[Redaction, list[dict[str, Any]]] | None:
-        """Redact for ``pii_action: redact``; None when the request must stay local instead.
-
-        Declared ``pii``, images and detector failures cannot be redacted; and a redacted
-        copy that still scans as PII (a value in a part we do not rewrite) stays local.
-        """
-        unredactable = {IMAGE, DETECTION_FAILED} & entities.keys()
-        if self.config.privacy.pii_action != "redact" or unredactable:
-            return None
-        if task.data_classification == "pii":
-            return None
-        redaction = Redaction(self._detector)
-        try:
-            outgoing = redaction.redact_messages(messages)
-        except Exception as exc:  # fail closed: stay local
-            log.error("pii_redaction_failed", error_type=type(exc).__name__)
-            return None
-        return None if self._scan(outgoing) else (redaction, outgoing)
-
-    def _scan(self, messages: list[dict[str, Any]]) -> dict[str, int]:
-        try:
-            return dict(self._detector.scan_messages(messages).entity_counts)
-        except Exception as exc:  # fail closed: a detector that cannot tell means PII
-            log.error("pii_detection_failed", error_type=type(exc).__name__)
-            return {DETECTION_FAILED: 1}
-
     # -- call ---------------------------------------------------------------------------
 
     async def acompletion(
@@ -197,8 +213,9 @@ class AegisLLMProxy:
     ) -> ChatCompletion | AegisStream:
         """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``."""
         validate_params(params)
-        plan = self.plan(messages, task)
-        deadline = deadline_s if deadline_s is not None else self.config.routing.deadline_s
+        rt = self._rt
+        plan = self._plan(rt, messages, task)
+        deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
         job = Job(
             plan=plan,
             params=params,
@@ -212,7 +229,8 @@ class AegisLLMProxy:
             ),
             query_hash=plan.query_hash,
             stop_at=time.monotonic() + deadline if deadline else None,
-            default_max_tokens=self.config.budgets.default_max_tokens,
+            default_max_tokens=rt.config.budgets.default_max_tokens,
+            rt=rt,
         )
         if job.stream:
             return await self._serve(job, self._open_stream, self._stream_served)
@@ -226,7 +244,7 @@ class AegisLLMProxy:
     ) -> R:
         """Walk the route: each candidate, retried on curable failures, until one serves."""
         for entry in job.plan.route.candidates:
-            for retry in range(self._retry.retries + 1):
+            for retry in range(job.rt.retry.retries + 1):
                 call = self._start(job, entry)
                 if call is None:
                     break
@@ -248,9 +266,9 @@ class AegisLLMProxy:
 
     async def _backoff(self, job: Job, retry: int, error: errors.ProviderCallError) -> bool:
         """Sleep before a retry at the same provider; False when no retry is due."""
-        if retry >= self._retry.retries or not should_retry(error):
+        if retry >= job.rt.retry.retries or not should_retry(error):
             return False
-        delay = self._retry.delay(retry + 1, error)
+        delay = job.rt.retry.delay(retry + 1, error)
         remaining = job.remaining()
         if remaining is not None and delay >= remaining:
             return False
@@ -292,9 +310,9 @@ class AegisLLMProxy:
 
     def _start(self, job: Job, entry: RouteEntry) -> Call | None:
         """Check the candidate and reserve its budget; None (with an attempt noted) to skip."""
-        client = self.clients[entry.provider]
+        client = job.rt.clients[entry.provider]
         model = entry.model or client.config.model
-        breaker = self.breakers[client.name]
+        breaker = job.rt.breakers[client.name]
         reason = self._skip_reason(job, client, breaker) or _over_ceiling(job, client, model)
         if reason is not None:
             self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
@@ -306,7 +324,7 @@ class AegisLLMProxy:
             row_id = self.ledger.reserve(
                 job.attempt_start(client.name, model),
                 job.reservation(client.config, model),
-                self._budgets[client.name],
+                job.rt.budgets[client.name],
             )
         except errors.BudgetExceededError as exc:
             breaker.release_probe()
@@ -411,6 +429,36 @@ class AegisLLMProxy:
                 )
 
 
+def _redact(
+    rt: Runtime, messages: list[dict[str, Any]], entities: dict[str, int], task: LLMTask
+) -> tuple[Redaction, list[dict[str, Any]]] | None:
+    """Redact for ``pii_action: redact``; None when the request must stay local instead.
+
+    Declared ``pii``, images and detector failures cannot be redacted; and a redacted copy
+    that still scans as PII (a value in a part we do not rewrite) stays local.
+    """
+    unredactable = {IMAGE, DETECTION_FAILED} & entities.keys()
+    if rt.config.privacy.pii_action != "redact" or unredactable:
+        return None
+    if task.data_classification == "pii":
+        return None
+    redaction = Redaction(rt.detector)
+    try:
+        outgoing = redaction.redact_messages(messages)
+    except Exception as exc:  # fail closed: stay local
+        log.error("pii_redaction_failed", error_type=type(exc).__name__)
+        return None
+    return None if _scan(rt, outgoing) else (redaction, outgoing)
+
+
+def _scan(rt: Runtime, messages: list[dict[str, Any]]) -> dict[str, int]:
+    try:
+        return dict(rt.detector.scan_messages(messages).entity_counts)
+    except Exception as exc:  # fail closed: a detector that cannot tell means PII
+        log.error("pii_detection_failed", error_type=type(exc).__name__)
+        return {DETECTION_FAILED: 1}
+
+
 def _over_ceiling(job: Job, client: ProviderClient, model: str) -> str | None:
     ceiling = job.plan.route.max_cost_micros
     if ceiling is None:
@@ -421,25 +469,13 @@ def _over_ceiling(job: Job, client: ProviderClient, model: str) -> str | None:
     return f"cost bound ${bound / 1e6:.6f} exceeds the rule's max_cost_usd ${ceiling / 1e6:.6f}"
 
 
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 def _min(*limits: float | None) -> float | None:
     given = [limit for limit in limits if limit is not None]
     return min(given) if given else None
-
-
-def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:
-    """Each provider's ledger budget (None for an unbudgeted provider)."""
-    return {name: _budget_limit(p, config) for name, p in config.providers.items()}
-
-
-def _budget_limit(provider: ProviderConfig, config: AegisConfig) -> BudgetLimit | None:
-    if not provider.budgeted:
-        return None
-    return BudgetLimit(
-        monthly_micros=_micros(provider.monthly_budget_usd),
-        daily_micros=_micros(provider.daily_budget_usd),
-        warn_share=config.budgets.warn_share,
-    )
-
-
-def _micros(usd: Any) -> int | None:
-    return None if usd is None else int(usd * 1_000_000)

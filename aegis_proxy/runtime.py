@@ -1,0 +1,96 @@
+"""What a config turns into at run time, swapped whole on reload.
+
+What must always hold: a request uses one ``Runtime`` from start to end (the one current
+when it started), so a reload never changes the rules, prices or clients under a request
+in flight. A reload reuses the clients and circuit breakers of providers whose config did
+not change (their connections and failure counts carry over); replaced clients are kept
+until the proxy closes, because requests in flight may still use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aegis_proxy.ledger import BudgetLimit
+from aegis_proxy.pii import PiiDetector
+from aegis_proxy.providers import ProviderClient
+from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from aegis_proxy.config import AegisConfig, ProviderConfig
+    from aegis_proxy.pii import PiiMatch, PiiReport
+
+
+class PiiScanner(Protocol):
+    """What the proxy needs of a detector (``PiiDetector``, or a NER-backed one)."""
+
+    def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport: ...
+
+    def scan_text(self, text: str) -> list[PiiMatch]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: AegisConfig
+    clients: dict[str, ProviderClient]
+    breakers: dict[str, CircuitBreaker]
+    budgets: dict[str, BudgetLimit | None]
+    retry: RetryPolicy
+    detector: PiiScanner
+
+
+def build_runtime(
+    config: AegisConfig, previous: Runtime | None = None, detector: PiiScanner | None = None
+) -> Runtime:
+    """A runtime for ``config``, reusing what ``previous`` had for unchanged providers."""
+    old_clients = previous.clients if previous else {}
+    old_breakers = previous.breakers if previous else {}
+    clients, breakers = {}, {}
+    res = config.resilience
+    for name, provider in config.providers.items():
+        old = old_clients.get(name)
+        clients[name] = old if old and old.config == provider else ProviderClient(name, provider)
+        breaker = old_breakers.get(name)
+        if breaker is None or (breaker.failures, breaker.cooldown_s) != (
+            res.breaker_failures,
+            res.breaker_cooldown_s,
+        ):
+            breaker = CircuitBreaker(name, res.breaker_failures, res.breaker_cooldown_s)
+        breakers[name] = breaker
+    return Runtime(
+        config=config,
+        clients=clients,
+        breakers=breakers,
+        budgets=budget_limits(config),
+        retry=RetryPolicy(res.retries, res.backoff_s, res.max_backoff_s),
+        detector=detector or _detector(config, previous),
+    )
+
+
+def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
+    entities = config.privacy.entities
+    if previous is not None and previous.config.privacy.entities == entities:
+        return previous.detector
+    return PiiDetector(entities=set(entities) if entities is not None else None)
+
+
+def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:
+    """Each provider's ledger budget (None for an unbudgeted provider)."""
+    return {name: _budget_limit(p, config) for name, p in config.providers.items()}
+
+
+def _budget_limit(provider: ProviderConfig, config: AegisConfig) -> BudgetLimit | None:
+    if not provider.budgeted:
+        return None
+    return BudgetLimit(
+        monthly_micros=_micros(provider.monthly_budget_usd),
+        daily_micros=_micros(provider.daily_budget_usd),
+        warn_share=config.budgets.warn_share,
+    )
+
+
+def _micros(usd: Any) -> int | None:
+    return None if usd is None else int(usd * 1_000_000)
