@@ -174,6 +174,18 @@ class ResilienceConfig(_Strict):
     breaker_cooldown_s: float = Field(default=30.0, ge=0)
 
 
+class DiscoveryConfig(_Strict):
+    """The start-up check that each local server has the models the routes name."""
+
+    check_local_models: Literal["off", "warn", "fail"] = "off"
+    timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("check_local_models", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+
 class AegisConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     routing: RoutingConfig
@@ -181,6 +193,7 @@ class AegisConfig(_Strict):
     ledger: LedgerConfig = LedgerConfig()
     budgets: BudgetsConfig = BudgetsConfig()
     resilience: ResilienceConfig = ResilienceConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
     source: str = "<memory>"
 
 

@@ -27,6 +27,7 @@ import structlog
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
+from aegis_proxy.discovery import check_local_models
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, Ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
@@ -99,8 +100,15 @@ class AegisLLMProxy:
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str]) -> AegisLLMProxy:
-        """Build a proxy from a YAML file; ``ConfigError`` names the file and key."""
-        return cls(load_config(path))
+        """Build a proxy from a YAML file; ``ConfigError`` names the file and key.
+
+        With ``discovery.check_local_models: warn|fail`` it also asks each local server
+        whether it has the models the routes name (the only network call at start).
+        """
+        config = load_config(path)
+        discovery = config.discovery
+        check_local_models(config, discovery.check_local_models, timeout_s=discovery.timeout_s)
+        return cls(config)
 
     async def __aenter__(self) -> Self:
         return self
