@@ -7,9 +7,8 @@ Logging is configured here and only here. ``report``, ``export``, ``route`` and
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from aegis_proxy.errors import AegisError
 
 if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig
+    from aegis_proxy.ledger import BudgetLimit
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -39,44 +39,92 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aegis-proxy", description=__doc__)
     parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    _add(sub, "route", _route, "explain the routing decision for a prompt and a task")
-    _add(sub, "report", _report, "spend per provider and month against budgets")
-    _add(sub, "export", _export, "export a month's ledger rows (no content)")
-    _add(sub, "check-config", _check_config, "validate a config file and show its providers")
-    _add(sub, "demo", _demo, "run the demo pipeline")
+    for name, (command, help_, add_arguments) in _COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_, description=help_)
+        command_parser.set_defaults(command=command)
+        if name != "local-model":
+            command_parser.add_argument("--config", default=None, help="config file")
+        add_arguments(command_parser)
     return parser
 
 
-def _add(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, fn: Command, help_: str
-) -> None:
-    parser = sub.add_parser(name, help=help_, description=help_)
+def _route_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the prompt text (it is scanned, never stored)")
+    parser.add_argument("--task-type", default="general")
+    parser.add_argument("--quality", default="standard", choices=["standard", "high", "critical"])
+    parser.add_argument("--complexity", default="medium", choices=["low", "medium", "high"])
+    parser.add_argument("--complexity-score", type=int, default=None, help="1-10")
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument(
-        "--config", default=None, help="config file (default: $AEGIS_CONFIG or config/aegis.yaml)"
+        "--classification",
+        default="internal",
+        choices=["public", "internal", "confidential", "pii"],
     )
-    parser.set_defaults(command=fn)
-    if name == "route":
-        parser.add_argument("prompt", help="the prompt text (it is scanned, never stored)")
-        parser.add_argument("--task-type", default="general")
-        parser.add_argument(
-            "--quality", default="standard", choices=["standard", "high", "critical"]
-        )
-        parser.add_argument("--complexity", default="medium", choices=["low", "medium", "high"])
-        parser.add_argument("--batch-size", type=int, default=1)
-        parser.add_argument(
-            "--classification",
-            default="internal",
-            choices=["public", "internal", "confidential", "pii"],
-        )
-        parser.add_argument("--agent", default=None)
-        parser.add_argument("--tag", action="append", default=[])
-    if name in ("report", "export"):
-        parser.add_argument("--month", default=None, help="YYYY-MM (default: this month, UTC)")
-        parser.add_argument("--ledger", default=None, help="ledger file (default: from the config)")
-    if name == "report":
-        parser.add_argument("--format", default="table", choices=["table", "json", "csv"])
-    if name == "export":
-        parser.add_argument("--format", default="csv", choices=["csv", "json"])
+    parser.add_argument("--agent", default=None)
+    parser.add_argument("--user-id", default=None)
+    parser.add_argument("--tag", action="append", default=[])
+
+
+def _ledger_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--month", type=_month, default=None, help="YYYY-MM (default: this month)")
+    parser.add_argument("--ledger", default=None, help="ledger file or URL (default: config's)")
+
+
+def _report_args(parser: argparse.ArgumentParser) -> None:
+    _ledger_args(parser)
+    parser.add_argument("--format", default="table", choices=["table", "json", "csv"])
+
+
+def _export_args(parser: argparse.ArgumentParser) -> None:
+    _ledger_args(parser)
+    parser.add_argument("--format", default="csv", choices=["csv", "json"])
+
+
+def _simulate_args(parser: argparse.ArgumentParser) -> None:
+    _ledger_args(parser)
+    parser.add_argument("--workload", default=None, help="JSONL workload file, not the ledger")
+    parser.add_argument("--format", default="table", choices=["table", "json"])
+    parser.add_argument(
+        "--assume-available", action="store_true", help="count providers without keys as up"
+    )
+
+
+def _models_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--all", action="store_true", help="every provider with a server")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per server")
+    parser.add_argument("--format", default="table", choices=["table", "json"])
+
+
+def _demo_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", default=None, help="ledger file (default: a fresh temp)")
+    parser.add_argument("--local-base", default=None, help="use this running OpenAI API")
+    parser.add_argument("--local-model", default=None, help="its model (with --local-base)")
+    parser.add_argument("--no-ollama", action="store_true", help="ignore a running Ollama")
+
+
+def _local_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["serve", "path"])
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
+
+
+def _metrics_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=9464, help="0: a free port")
+    parser.add_argument("--addr", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--ledger", default=None, help="ledger file or URL (default: config's)")
+
+
+def _no_args(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def _month(value: str) -> str:
+    from aegis_proxy.reports import check_month
+
+    try:
+        check_month(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def _load(args: argparse.Namespace) -> AegisConfig:
@@ -98,7 +146,9 @@ def _route(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         data_classification=args.classification,
         agent=args.agent,
+        user_id=args.user_id,
         tags=args.tag,
+        complexity_score=args.complexity_score,
     )
     plan = proxy.plan([{"role": "user", "content": args.prompt}], task)
     print(f"rule:         {plan.route.rule}")
@@ -114,34 +164,67 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_and_budgets(args: argparse.Namespace) -> tuple[str, dict[str, object]]:
-    from aegis_proxy.proxy import budget_limits
+def _ledger_and_budgets(args: argparse.Namespace) -> tuple[str, dict[str, BudgetLimit | None]]:
+    from aegis_proxy.runtime import budget_limits
 
     if args.ledger and not args.config:
         return args.ledger, {}
     config = _load(args)
-    return args.ledger or config.ledger.path, dict(budget_limits(config))
+    where = args.ledger or config.ledger.url or config.ledger.path
+    return where, budget_limits(config)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from aegis_proxy.ledger import Ledger
+    from aegis_proxy.ledger import open_ledger
     from aegis_proxy.reports import render_summary
 
-    path, budgets = _ledger_and_budgets(args)
-    with Ledger(path) as ledger:
-        rows = ledger.monthly_summary(args.month, budgets)  # type: ignore[arg-type]
+    where, budgets = _ledger_and_budgets(args)
+    ledger = open_ledger(where)
+    try:
+        rows = ledger.monthly_summary(args.month, budgets)
+    finally:
+        ledger.close()
     print(render_summary(rows, args.format))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from aegis_proxy.ledger import Ledger, current_month
+    from aegis_proxy.ledger import current_month, open_ledger
     from aegis_proxy.reports import write_export
 
-    path, _ = _ledger_and_budgets(args)
-    with Ledger(path) as ledger:
+    where, _ = _ledger_and_budgets(args)
+    ledger = open_ledger(where)
+    try:
         write_export(ledger.export_rows(args.month or current_month()), args.format, sys.stdout)
+    finally:
+        ledger.close()
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from aegis_proxy.ledger import current_month
+    from aegis_proxy.replay import render_simulation, simulate_ledger, simulate_workload
+
+    config = _load(args)
+    available = args.assume_available
+    if args.workload:
+        simulation = simulate_workload(
+            config, args.workload, month=args.month, assume_available=available
+        )
+    else:
+        ledger = args.ledger or config.ledger.path
+        month = args.month or current_month()
+        simulation = simulate_ledger(config, ledger, month, assume_available=available)
+    print(render_simulation(simulation, args.format))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from aegis_proxy.discovery import discover, render_models
+
+    found = discover(_load(args), local_only=not args.all, timeout_s=args.timeout)
+    print(render_models(found, args.format))
+    return 1 if any(server.error or server.missing for server in found) else 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -165,13 +248,65 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from aegis_proxy.demo import run_demo
+    from aegis_proxy.demo import DemoOptions, run_demo
 
-    return asyncio.run(run_demo(args.config))
+    options = DemoOptions(
+        config=args.config,
+        ledger=args.ledger,
+        local_base=args.local_base,
+        local_model=args.local_model,
+        use_ollama=not args.no_ollama,
+    )
+    return run_demo(options)
 
 
-def _dump(value: object) -> str:
-    return json.dumps(value, indent=2, default=str)
+def _local_model(args: argparse.Namespace) -> int:
+    from aegis_proxy.local_model import ensure_gguf, serve_until_interrupted
+
+    path = ensure_gguf(install=True, say=_to_stderr)
+    if args.action == "path":
+        print(path)
+        return 0
+    return serve_until_interrupted(path, args.port, _to_stderr)
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from aegis_proxy.ledger import open_ledger
+    from aegis_proxy.metrics import ledger_registry, start_metrics_server
+
+    where, budgets = _ledger_and_budgets(args)
+    ledger = open_ledger(where)
+    server = start_metrics_server(args.port, ledger_registry(ledger, budgets), addr=args.addr)
+    print(f"serving http://{args.addr}:{server.server_port}/metrics", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        ledger.close()
+    return 0
+
+
+_COMMANDS: dict[str, tuple[Command, str, Callable[[argparse.ArgumentParser], None]]] = {
+    "demo": (_demo, "run the demo pipeline on a real local model", _demo_args),
+    "route": (_route, "explain the routing decision for a prompt and a task", _route_args),
+    "report": (_report, "spend per provider and month against budgets", _report_args),
+    "export": (_export, "export a month's ledger rows (no content)", _export_args),
+    "check-config": (_check_config, "validate a config file and show its providers", _no_args),
+    "simulate": (_simulate, "replay a month (or a workload) through a config", _simulate_args),
+    "metrics": (_metrics, "serve the ledger's spend vs budgets to Prometheus", _metrics_args),
+    "models": (_models, "list local servers' models and check the config's", _models_args),
+    "local-model": (
+        _local_model,
+        "serve the local model (SmolLM2) or print its file",
+        _local_model_args,
+    ),
+}
 
 
 if __name__ == "__main__":

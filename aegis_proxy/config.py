@@ -158,6 +158,16 @@ class PrivacyConfig(_Strict):
 
 class LedgerConfig(_Strict):
     path: str = "data/cost_tracking.db"
+    url: str | None = None  # sqlite:///PATH or postgresql://...; wins over path
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("sqlite://", "postgresql://", "postgres://")
+        ):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
 
 
 class BudgetsConfig(_Strict):

@@ -1,64 +1,345 @@
-"""``aegis-proxy demo``: the AEGIS policy explained on a small ingestion pipeline.
+"""``aegis-proxy demo``: the policy doing its job for real on a small ingestion pipeline.
 
-This version decides routes only (no provider is called): it shows, for each step of a
-LangGraph-like job, which rule matched, which providers the request may reach, and why.
+A newcomer runs one command and sees every request of a LangGraph-like job go through a
+real ``AegisLLMProxy``: a real local model (started here, or a running Ollama), a real
+SQLite ledger in a fresh temp folder, real budget reservations. What must always hold:
+
+- the output tells the truth: a provider without a key is shown as unavailable (never
+  called), the ``simulated_cloud`` tier is labelled as answered by the local model, and
+  every answer shown is what the model returned;
+- the local model server is stopped when the demo ends, however it ends;
+- no prompt or response text reaches the ledger or a log line (the proxy's invariants).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO, cast
 
-from aegis_proxy.config import load_config
+from aegis_proxy.config import AegisConfig, load_config
+from aegis_proxy.local_model import MODEL_ALIAS, MODEL_LABEL, LocalEndpoint, local_endpoint
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.proxy import AegisLLMProxy
+from aegis_proxy.reports import render_summary
+from aegis_proxy.runtime import budget_limits
 
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config" / "aegis.yaml"
+if TYPE_CHECKING:
+    from any_llm.types.completion import ChatCompletion
 
-STEPS: list[tuple[str, str, LLMTask]] = [
-    (
-        "extract parties (personal data)",
-        "Extract the parties: Jane Doe, jane.doe@example.com, +44 20 7946 0958.",
-        LLMTask(task_type="extraction", quality="critical", complexity="high"),
-    ),
-    (
-        "critical contract analysis",
-        "Which clauses of this supply contract shift liability to the buyer?",
-        LLMTask(task_type="extraction", quality="critical", complexity="high"),
-    ),
-    (
-        "batch summary of 25 documents",
-        "Summarise each of the following 25 public filings in two lines.",
-        LLMTask(task_type="generation", batch_size=25),
-    ),
-    (
-        "query decomposition",
-        "Split: what changed in the refund policy between 2023 and 2024?",
-        LLMTask(task_type="query", complexity="low"),
-    ),
-    (
-        "declared confidential HR record",
-        "Draft a summary of the attached performance review.",
-        LLMTask(task_type="generation", data_classification="pii"),
-    ),
-]
+    from aegis_proxy.request import AegisRecord
+    from aegis_proxy.streaming import AegisStream
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
+EMAIL = (
+    "Summarise this customer email in one sentence: 'Hi, this is Jane Doe, "
+    "jane.doe@example.com, phone +44 20 7946 0958. Please move my delivery to Friday.'"
+)
+CONTRACT = (
+    "Clause 7: 'Risk passes to the Buyer when the goods are handed to the carrier.' "
+    "Who carries the risk while the goods are in transit? Answer in one sentence."
+)
+EXPLAIN = "In two sentences, explain why a company keeps a ledger of what it spends."
+SECTIONS = ("overview", "risks", "costs", "timeline", "staffing", "next steps")
+CRITICAL = LLMTask(task_type="extraction", quality="critical", complexity="high")
 
 
-async def run_demo(config_path: str | None = None) -> int:
-    """Print the routing decision of each demo step; returns the exit code."""
-    path = config_path or os.environ.get("AEGIS_CONFIG") or str(EXAMPLE_CONFIG)
-    proxy = AegisLLMProxy(load_config(path))
-    print(f"aegis_proxy demo — routing decisions from {path} (no provider is called)\n")
-    print(f"{'step':<34} {'rule':<20} {'pii':<5} candidates (first available serves)")
-    for title, prompt, task in STEPS:
-        plan = proxy.plan([{"role": "user", "content": prompt}], task)
-        candidates = ", ".join(_show(proxy, entry.provider) for entry in plan.route.candidates)
-        pii = "yes" if plan.contains_pii else "no"
-        print(f"{title:<34} {plan.route.rule:<20} {pii:<5} {candidates}")
-        print(f"{'':<34} reason: {plan.route.reason}")
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """How to run the demo; the defaults are the README's command."""
+
+    config: str | None = None
+    ledger: str | None = None
+    local_base: str | None = None  # an OpenAI-compatible local server already running
+    local_model: str | None = None  # its model name (default: the llama.cpp alias)
+    use_ollama: bool = True
+
+
+@dataclass(slots=True)
+class StepResult:
+    """One step of the pipeline: the routing record and the answer of each request."""
+
+    title: str
+    records: list[AegisRecord] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)
+
+
+Work = Callable[[StepResult], Awaitable[None]]
+
+
+def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
+    """Start (or find) the local model, run the pipeline, print the tables; exit code."""
+    started = time.perf_counter()
+    ledger = options.ledger or str(Path(tempfile.mkdtemp(prefix="aegis-demo-")) / "ledger.db")
+    print("aegis_proxy demo: a small ingestion pipeline through a real AegisLLMProxy\n", file=out)
+    with _endpoint(options, out) as endpoint, _demo_env(endpoint, ledger):
+        config = load_config(options.config or DEMO_CONFIG)
+        _intro(out, config, endpoint, fresh=options.ledger is None)
+        asyncio.run(_run_pipeline(config, endpoint, out))
+    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", file=out)
     return 0
 
 
-def _show(proxy: AegisLLMProxy, name: str) -> str:
-    reason = proxy.config.providers[name].unavailable_reason
-    return f"{name} (unavailable: {reason})" if reason else name
+@contextlib.contextmanager
+def _endpoint(options: DemoOptions, out: TextIO) -> Iterator[LocalEndpoint]:
+    if options.local_base:
+        base, model = options.local_base, options.local_model or MODEL_ALIAS
+        yield LocalEndpoint("external", "openai", base, model, f"{model} at {base}")
+        return
+    progress = _Progress(out)
+    with local_endpoint(use_ollama=options.use_ollama, say=progress.say, on_wait=progress) as ep:
+        progress.say(f"local model ready: {ep.label} at {ep.api_base}")
+        yield ep
+
+
+class _Progress:
+    """One line that counts the seconds while the model loads (rewritten on a terminal)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.shown = False
+
+    def __call__(self, elapsed: float) -> None:
+        text = f"loading {MODEL_LABEL} into llama.cpp on 127.0.0.1 ... {elapsed:4.1f} s"
+        if self.out.isatty():
+            print(f"\r{text}", end="", file=self.out, flush=True)
+        elif not self.shown:
+            print(text.rsplit(" ... ", 1)[0] + " ...", file=self.out, flush=True)
+        self.shown = True
+
+    def say(self, text: str) -> None:
+        end_line = "\n" if self.shown and self.out.isatty() else ""
+        self.shown = False
+        print(f"{end_line}{text}", file=self.out, flush=True)
+
+
+@contextlib.contextmanager
+def _demo_env(endpoint: LocalEndpoint, ledger: str) -> Iterator[None]:
+    """Point config/demo.yaml's ${AEGIS_DEMO_*} at the local model and the demo's ledger."""
+    values = {
+        "AEGIS_DEMO_LOCAL_SDK": endpoint.sdk,
+        "AEGIS_DEMO_LOCAL_BASE": endpoint.api_base,
+        "AEGIS_DEMO_LOCAL_MODEL": endpoint.model,
+        "AEGIS_DEMO_LEDGER": ledger,
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def _run_pipeline(config: AegisConfig, endpoint: LocalEndpoint, out: TextIO) -> None:
+    async with AegisLLMProxy(config) as proxy:
+        steps = [
+            await _step(out, "intake: email with personal data", _asking(proxy, EMAIL)),
+            await _step(out, "contract risk: critical + high", _asking(proxy, CONTRACT)),
+            await _step(out, "batch: 25 public filings", _batch(proxy)),
+            await _step(out, "streamed answer", _streamed(proxy, out)),
+            await _step(out, "supplier review: budgeted cloud", _report(proxy)),
+        ]
+        _routing_table(out, steps, config, endpoint)
+        summary = proxy.ledger.monthly_summary(None, budget_limits(config))
+        print("\nthis month's ledger (aegis-proxy report):\n", file=out)
+        print(render_summary(summary, "table"), file=out)
+        _truth(out, config, endpoint, Path(config.ledger.path))
+
+
+async def _step(out: TextIO, title: str, work: Work) -> StepResult:
+    result = StepResult(title)
+    print(f"\n[{title}]", file=out, flush=True)
+    started = time.perf_counter()
+    await work(result)
+    shown = list(zip(result.records, result.answers, strict=True))
+    for record, answer in shown[:6]:
+        print(f"  {_served(record):<16} {_quote(answer)}", file=out)
+    if len(shown) > 6:
+        print(f"  ... and {len(shown) - 6} more answers", file=out)
+    print(f"  ({len(shown)} request(s), {time.perf_counter() - started:.1f} s)", file=out)
+    return result
+
+
+async def _ask(
+    proxy: AegisLLMProxy, result: StepResult, prompt: str, task: LLMTask, max_tokens: int
+) -> None:
+    messages = [{"role": "user", "content": prompt}]
+    answer = await proxy.acompletion(messages, task, max_tokens=max_tokens, temperature=0)
+    response = cast("ChatCompletion", answer)
+    result.records.append(response.aegis)  # type: ignore[attr-defined]  # set by the proxy
+    result.answers.append(response.choices[0].message.content or "")
+
+
+def _asking(proxy: AegisLLMProxy, prompt: str) -> Work:
+    return lambda result: _ask(proxy, result, prompt, CRITICAL, 48)
+
+
+def _batch(proxy: AegisLLMProxy) -> Work:
+    task = LLMTask(task_type="summary", batch_size=25, agent="ingest")
+    gate = asyncio.Semaphore(4)
+
+    async def one(result: StepResult, i: int) -> None:
+        async with gate:
+            prompt = f"Summarise in five words: 'Filing {i}: revenue grew {i}% and costs fell.'"
+            await _ask(proxy, result, prompt, task, 16)
+
+    async def work(result: StepResult) -> None:
+        await asyncio.gather(*(one(result, i) for i in range(1, 26)))
+
+    return work
+
+
+def _streamed(proxy: AegisLLMProxy, out: TextIO) -> Work:
+    async def work(result: StepResult) -> None:
+        messages = [{"role": "user", "content": EXPLAIN}]
+        task = LLMTask(task_type="generation")
+        opened = await proxy.acompletion(messages, task, stream=True, max_tokens=64, temperature=0)
+        stream = cast("AegisStream", opened)
+        print("  streaming: ", end="", file=out, flush=True)
+        parts: list[str] = []
+        async with stream:
+            async for chunk in stream:
+                text = (chunk.choices[0].delta.content if chunk.choices else None) or ""
+                parts.append(text)
+                print(text.replace("\n", " "), end="", file=out, flush=True)
+        print(file=out)
+        result.records.append(stream.aegis)
+        result.answers.append("".join(parts))
+
+    return work
+
+
+def _report(proxy: AegisLLMProxy) -> Work:
+    async def work(result: StepResult) -> None:
+        for section in SECTIONS:
+            prompt = f"Write one sentence for the '{section}' section of a supplier review."
+            await _ask(proxy, result, prompt, LLMTask(task_type="report"), 48)
+
+    return work
+
+
+# -- what the demo prints --------------------------------------------------------------------
+
+
+def _intro(out: TextIO, config: AegisConfig, endpoint: LocalEndpoint, *, fresh: bool) -> None:
+    note = " (a new file for this run)" if fresh else ""
+    print(f"config: {config.source}\nledger: {config.ledger.path}{note}", file=out)
+    print("providers:", file=out)
+    for name in config.providers:
+        print(f"  {name:<16} {_state(config, name, endpoint)}", file=out)
+
+
+def _state(config: AegisConfig, name: str, endpoint: LocalEndpoint) -> str:
+    provider = config.providers[name]
+    if provider.unavailable_reason:
+        return f"UNAVAILABLE: {provider.unavailable_reason} (never called)"
+    if _simulated(config, name, endpoint):
+        price = provider.resolved_price
+        return (
+            f"SIMULATED cloud, answered by the local model: made-up price "
+            f"${price.input_per_mtok:.2f}/${price.output_per_mtok:.2f} per Mtok, real budget "
+            f"${provider.monthly_budget_usd}/month"
+        )
+    if provider.local:
+        return f"REAL local model: {endpoint.label}"
+    return "REAL cloud provider: calls use your key and cost real money"
+
+
+def _simulated(config: AegisConfig, name: str, endpoint: LocalEndpoint) -> bool:
+    provider = config.providers[name]
+    return not provider.local and provider.api_base == endpoint.api_base
+
+
+def _served(record: AegisRecord) -> str:
+    return f"{record.provider or 'nobody'}:"
+
+
+def _quote(text: str, width: int = 90) -> str:
+    flat = " ".join(text.split())
+    return f'"{flat[: width - 3]}..."' if len(flat) > width else f'"{flat}"'
+
+
+def _routing_table(
+    out: TextIO, steps: list[StepResult], config: AegisConfig, endpoint: LocalEndpoint
+) -> None:
+    header = ("#", "step", "n", "rule", "personal data", "served by", "passed over", "tokens")
+    rows: list[tuple[str, ...]] = [header]
+    why: list[str] = []
+    for number, step in enumerate(steps, start=1):
+        rows += _step_rows(number, step, config, endpoint)
+        why += [f"{number}. {line}" for line in _reasons(step.records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    print("\nrouting table (every request above, grouped; tokens are in/out):\n", file=out)
+    for row in rows:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        print(line.rstrip(), file=out)
+    print("  * simulated cloud: a paid, budgeted tier served by the local model\n\nwhy:", file=out)
+    print("\n".join(f"  {line}" for line in why), file=out)
+
+
+def _step_rows(
+    number: int, step: StepResult, config: AegisConfig, endpoint: LocalEndpoint
+) -> list[tuple[str, ...]]:
+    """One row per run of requests with the same outcome (a batch is one row)."""
+    rows: list[tuple[str, ...]] = []
+    for (served, passed), group in groupby(step.records, key=_outcome_key):
+        records = list(group)
+        first = records[0]
+        star = "*" if _simulated(config, served, endpoint) else ""
+        pii = ",".join(sorted(first.pii_entities)) or ("declared" if first.contains_pii else "-")
+        tokens_in = sum(r.input_tokens for r in records)
+        tokens_out = sum(r.output_tokens for r in records)
+        rows.append(
+            (str(number), step.title, str(len(records)), first.rule, pii,
+             served + star, passed or "-", f"{tokens_in}/{tokens_out}")
+        )  # fmt: skip
+    return rows
+
+
+def _outcome_key(record: AegisRecord) -> tuple[str, str]:
+    passed = [f"{a.provider} ({_short(a.outcome, a.reason)})" for a in record.attempts
+              if a.outcome != "ok"]  # fmt: skip
+    return record.provider or "nobody", ", ".join(passed)
+
+
+def _short(outcome: str, reason: str | None) -> str:
+    if reason and reason.startswith("environment variable"):
+        return "no key"
+    return {"budget_exceeded": "budget used up"}.get(outcome, outcome)
+
+
+def _reasons(records: list[AegisRecord]) -> list[str]:
+    """Each distinct reason once: the rule's, the privacy restriction's, each pass-over's."""
+    found: dict[str, str] = {}
+    for record in records:
+        found.setdefault(record.reason, record.reason)
+        if record.removed_providers:
+            kept = f"kept away from: {', '.join(record.removed_providers)}"
+            found.setdefault(kept, kept)
+        for a in record.attempts:
+            key = f"{a.provider} {a.outcome}"
+            if a.reason:
+                found.setdefault(key, f"{key}: {a.reason}")
+        if record.tokens_counted:
+            found.setdefault("counted", f"{record.provider} sent no usage: tokens counted locally")
+    return list(found.values())
+
+
+def _truth(out: TextIO, config: AegisConfig, endpoint: LocalEndpoint, ledger: Path) -> None:
+    print("\nwhat was real:", file=out)
+    for name in config.providers:
+        print(f"  {name:<16} {_state(config, name, endpoint)}", file=out)
+    print(f"  {'ledger':<16} REAL SQLite file {ledger}", file=out)
+    print(f"  {'':<16} (aegis-proxy export --ledger {ledger} --format csv)", file=out)

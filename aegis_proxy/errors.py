@@ -11,6 +11,7 @@ mapped onto ``ProviderCallError`` subclasses in exactly one place
     ├── PrivacyViolationError         PII with no local provider left to serve it
     ├── BudgetExceededError           a reservation would pass a provider's budget
     ├── LedgerError                   the ledger could not record a row
+    │   └── LedgerUnavailableError        its database cannot be reached (rows queue in memory)
     ├── NoProviderAvailableError      every candidate of the route was skipped or failed
     └── ProviderCallError             one attempt at one provider failed
         ├── ProviderUnavailableError      not callable at all (missing key, no SDK extra)
@@ -102,6 +103,14 @@ class LedgerError(AegisError):
         self.operation = operation
         self.problem = problem
         super().__init__(f"ledger {operation} failed: {problem}")
+
+
+class LedgerUnavailableError(LedgerError):
+    """The ledger's database cannot be reached; ``queued_rows`` are waiting in memory."""
+
+    def __init__(self, operation: str, problem: str, queued_rows: int = 0) -> None:
+        super().__init__(operation, problem)
+        self.queued_rows = queued_rows
 
 
 class ProviderCallError(AegisError):

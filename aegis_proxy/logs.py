@@ -2,8 +2,19 @@
 
 What must always hold: no log event carries prompt text, response text or an API key.
 The library only emits events with names, numbers and outcomes; ``drop_sensitive_fields``
-is a second line of defence that removes any field whose name could carry content or a
-secret, and masks anything shaped like a bearer key, whoever logged it.
+is a second line of defence, whoever logged the event:
+
+- a field whose name could carry a secret (``api_key``, ``x-api-key``, ``client_secret``,
+  ``password``, ``Authorization``, ``cookie``, ...) is dropped, whatever its value;
+- a field whose name could carry content or a credential (``prompt``, ``messages``,
+  ``content``, ``response_text``, ``tool_arguments``, ``access_token``, ``headers``,
+  ``body``, ...) is dropped unless its value is a number, a bool or None. Names ending in a
+  metadata word (``_hash``, ``_id``, ``_count``, ``_tokens``, ``_type``, ...) are kept;
+- the same holds inside nested mappings and lists; an object of any other type is
+  replaced by its type name (its repr could hold content);
+- every remaining string is masked where it looks like a key: ``sk-...``, ``Bearer ...``,
+  AWS, Google, GitHub, Slack, Hugging Face and Groq keys, JWTs, ``key=`` / ``token=``
+  query parameters and the password of a URL.
 """
 
 from __future__ import annotations
@@ -11,60 +22,132 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
+from datetime import date, time
+from decimal import Decimal
+from pathlib import PurePath
 from typing import Any
+from uuid import UUID
 
 import structlog
 
-SENSITIVE_KEYS = frozenset(
+REDACTED = "[REDACTED]"
+_SECRET_FRAGMENTS = (
+    "apikey", "secret", "password", "passwd", "passphrase", "authorization", "credential",
+    "cookie", "privatekey", "accesskey", "sessionkey", "bearer",
+)  # fmt: skip
+_CONTENT_WORDS = frozenset(
     {
-        "api_key",
-        "authorization",
-        "content",
-        "messages",
-        "prompt",
-        "response",
-        "text",
-        "headers",
-        "arguments",
-        "password",
-        "secret",
-        "token",
+        "content", "contents", "message", "messages", "prompt", "prompts", "text", "texts",
+        "body", "header", "headers", "arguments", "response", "responses", "completion",
+        "completions", "reply", "replies", "input", "output", "query", "instructions",
+        "transcript", "document", "documents", "delta", "chunk", "image", "images", "audio",
+        "token", "key", "auth",
     }
+)  # fmt: skip
+_METADATA_WORDS = frozenset(
+    {
+        "hash", "id", "ids", "count", "counts", "type", "types", "kind", "len", "length",
+        "size", "chars", "ms", "s", "micros", "usd", "tokens", "name", "names", "status",
+        "code", "format", "share", "bound",
+    }
+)  # fmt: skip
+_PASS_THROUGH = frozenset({"event", "exc_info", "level", "timestamp", "logger"})
+_SCALARS = (str, int, float, bool, type(None), Decimal, date, time, UUID, PurePath)
+_MAX_DEPTH = 6
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_KEY_SHAPE = re.compile(
+    r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{8,}"  # OpenAI, Anthropic (sk-ant-...) and alike
+    r"|\b(?:Bearer|Basic)\s+[^\s,;\"']{6,}"  # credentials of an Authorization header
+    r"|\bAKIA[0-9A-Z]{16}\b"  # AWS access key id
+    r"|\bAIza[0-9A-Za-z_\-]{30,}"  # Google
+    r"|\b(?:ghp|gho|ghu|ghs|ghr|github_pat)_[A-Za-z0-9_]{20,}"  # GitHub
+    r"|\bxox[abprs]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|\b(?:hf|gsk)_[A-Za-z0-9]{20,}"  # Hugging Face, Groq
+    r"|\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"  # JWT
 )
-_KEY_SHAPE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
+_KEY_PARAM = re.compile(
+    r"(?i)\b((?:api[_-]?key|key|token|access[_-]?token|secret|password|sig|signature)=)[^&\s]+"
+)
+_URL_PASSWORD = re.compile(r"(?<=://)([^/\s:@]+):[^/\s@]+@")
 
 
 def drop_sensitive_fields(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """Remove content- and secret-bearing fields; mask key-shaped strings in the rest."""
-    for key in [k for k in event_dict if k.lower() in SENSITIVE_KEYS]:
-        del event_dict[key]
-    for key, value in event_dict.items():
-        if isinstance(value, str) and _KEY_SHAPE.search(value):
-            event_dict[key] = _KEY_SHAPE.sub("[REDACTED]", value)
+    for key in list(event_dict):
+        value = event_dict[key]
+        if key in _PASS_THROUGH:
+            if isinstance(value, str):
+                event_dict[key] = mask_keys(value)
+        elif is_sensitive(key, value):
+            del event_dict[key]
+        else:
+            event_dict[key] = _clean(value, 1)
     return event_dict
+
+
+def is_sensitive(name: object, value: object) -> bool:
+    """Whether a field named ``name`` holding ``value`` could carry content or a secret."""
+    if not isinstance(name, str):
+        return False
+    key = _CAMEL.sub("_", name).lower()
+    compact = key.replace("_", "").replace("-", "")
+    if any(fragment in compact for fragment in _SECRET_FRAGMENTS):
+        return True
+    if value is None or isinstance(value, int | float):  # bool is an int: numbers and flags
+        return False
+    words = [w for w in _WORD_SPLIT.split(key) if w]
+    if not words or words[-1] in _METADATA_WORDS:
+        return False
+    return any(word in _CONTENT_WORDS for word in words)
+
+
+def mask_keys(text: str) -> str:
+    """``text`` with every key-shaped substring replaced by ``[REDACTED]``."""
+    text = _KEY_SHAPE.sub(REDACTED, text)
+    text = _KEY_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+
+
+def _clean(value: Any, depth: int) -> Any:
+    """A copy of ``value`` with sensitive fields dropped and keys masked, at any depth."""
+    if isinstance(value, str):
+        return mask_keys(value)
+    if isinstance(value, _SCALARS):
+        return value
+    if depth > _MAX_DEPTH:
+        return f"<{type(value).__name__}>"
+    if isinstance(value, Mapping):
+        return {k: _clean(v, depth + 1) for k, v in value.items() if not is_sensitive(k, v)}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_clean(item, depth + 1) for item in value]
+    return f"<{type(value).__name__}>"  # its repr could hold content
 
 
 def configure_logging(*, json_output: bool = True, level: str = "info") -> None:
     """Set up structlog: JSON lines for services, readable console output for the CLI."""
-    renderer: Any = (
+    levels = logging.getLevelNamesMapping()
+    if level.upper() not in levels:
+        raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json_output:  # render tracebacks to text first, so that they are masked too
+        processors.append(structlog.processors.format_exc_info)
+    processors.append(drop_sensitive_fields)
+    processors.append(
         structlog.processors.JSONRenderer()
         if json_output
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            drop_sensitive_fields,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

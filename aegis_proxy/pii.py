@@ -17,9 +17,10 @@ What must always hold:
 - nothing is swallowed: any error while scanning propagates, and the caller treats a
   failed scan as PII (fail closed).
 
-How it stays fast: the text is translated once into a byte *shape string* (digits become
-``0``) and each candidate pattern starts with a literal, so ``re`` skips ahead with its
-fast search; only the few candidates are validated in Python (see ``pii_patterns``).
+How it stays fast: ASCII text skips folding; the text is translated once into byte
+*shape strings* (digits become ``0``) and each candidate pattern starts with a literal,
+so ``re`` skips ahead with its fast search; only the few candidates are validated in
+Python. The recognizers, one section per entity, live in ``pii_patterns``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import re
 import unicodedata
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -40,7 +42,7 @@ from urllib.parse import unquote
 from aegis_proxy import pii_patterns as pat
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 _PRIORITY = (
     "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN", "IP_ADDRESS",
@@ -49,7 +51,6 @@ _PRIORITY = (
 ENTITY_TYPES = frozenset(_PRIORITY)
 """Every entity type the detector knows; overlapping matches keep the earlier one here."""
 _RANK = {name: rank for rank, name in enumerate(_PRIORITY)}
-_CONTEXT_TYPES = frozenset({"DATE_OF_BIRTH", "ID_NUMBER", "US_SSN", "PHONE"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ _INVISIBLE = frozenset(
     "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
 )
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63")
-_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES)) + r"]|\d")
+_DOTS = frozenset("\u3002\uff61")  # ideographic full stops: IDNA reads them as "."
+_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES | _DOTS)) + r"]|\d")
 _NON_ASCII_RUN = re.compile(rb"\?+")  # over text.encode("ascii", "replace")
 
 
@@ -162,254 +164,10 @@ def _fold_cluster(cluster: str) -> str:
 def _fold_char(char: str) -> str:
     if char.isascii():
         return char
-    if char in _DASHES:
-        return "-"
+    if char in _DASHES or char in _DOTS:
+        return "-" if char in _DASHES else "."
     digit = unicodedata.decimal(char, None)
     return char if digit is None else str(digit)
-
-
-# -- scanning -----------------------------------------------------------------------------
-class _Scan:
-    """One normalized text, its byte shapes, and the ``(type, start, end)`` found so far."""
-
-    def __init__(self, text: str, enabled: frozenset[str]) -> None:
-        self.text = text
-        self.raw = text.encode("ascii", "replace")  # one byte per character
-        self.shape = self.raw.translate(pat.SHAPE_TABLE)
-        self.enabled = enabled
-        self.found: list[tuple[str, int, int]] = []
-        self._words = b""
-
-    @property
-    def words(self) -> bytes:
-        if not self._words:
-            self._words = self.raw.translate(pat.WORDS_TABLE)
-        return self._words
-
-    def add(self, entity_type: str, start: int, end: int) -> None:
-        if entity_type in self.enabled:
-            self.found.append((entity_type, start, end))
-
-    def near(self, start: int, end: int, family: str = "any") -> set[str]:
-        """The context families (dob, ssn, phone, id) with a word near ``[start, end)``."""
-        window = self.text[max(0, start - pat.CONTEXT_BEFORE) : end + pat.CONTEXT_AFTER].lower()
-        return {
-            pat.CONTEXT_FAMILY[match.group()]
-            for match in pat.CONTEXT[family].finditer(window)
-            if not window[match.start() - 1 : match.start()].isalpha()
-        }
-
-
-def _digits(text: str) -> str:
-    return "".join(char for char in text if char.isdigit())
-
-
-def _find_emails(scan: _Scan) -> None:
-    text = scan.text
-    at = text.find("@")
-    while at != -1:
-        local = pat.EMAIL_LOCAL.search(text, max(0, at - 64), at)
-        domain = pat.EMAIL_DOMAIN.match(text, at + 1)
-        if local and domain and local.group().strip("."):
-            scan.add("EMAIL", local.start(), domain.end())
-        at = text.find("@", at + 1)
-
-
-def _find_obfuscated_emails(scan: _Scan) -> None:
-    if pat.OBFUSCATED_AT_WORDS.search(scan.words):
-        for match in pat.EMAIL_OBFUSCATED.finditer(scan.text):
-            scan.add("EMAIL", *match.span())
-
-
-def _find_numbers(scan: _Scan) -> None:
-    for match in pat.NUMERIC_SHAPE.finditer(scan.shape):
-        start, end = match.span()
-        if match.lastgroup != "date":
-            _classify_number(scan, start, end)
-        elif "dob" in scan.near(start, end, "dob") and (date_end := _date_end(scan.text, start)):
-            scan.add("DATE_OF_BIRTH", start, date_end)
-
-
-def _classify_number(scan: _Scan, start: int, end: int) -> None:
-    """A digit run: an IPv4 address, a card, an SSN or a phone; else maybe a context value."""
-    text = scan.text
-    value = pat.NUMBER_VALUE.match(text, start)
-    if value and _number_valid(value.lastgroup, value.group()):
-        return scan.add(_NUMBER_TYPES[str(value.lastgroup)], start, value.end())
-    phone_start = start - (text[start - 1 : start] == "(")
-    phone_start -= text[phone_start - 1 : phone_start] == "+"
-    if phone_end := _phone_end(text, phone_start):
-        return scan.add("PHONE", phone_start, phone_end)
-    if near := scan.near(start, end):
-        _check_context_number(scan, near, start, end)
-
-
-_NUMBER_TYPES = {"ip": "IP_ADDRESS", "card": "CREDIT_CARD", "ssn": "US_SSN"}
-
-
-def _number_valid(kind: str | None, value: str) -> bool:
-    if kind == "ip":
-        return pat.ipv4_valid(value)
-    if kind == "card":
-        return pat.card_valid(_digits(value))
-    return pat.ssn_valid(value[:3], value[4:6], value[7:])
-
-
-def _phone_end(text: str, start: int) -> int | None:
-    """Where a phone number starting at ``start`` ends, if it has a phone's shape."""
-    if text.startswith(("+", "00"), start):
-        match = pat.PHONE_INTERNATIONAL.match(text, start)
-        return _e164_end(start, match.group()) if match else None
-    match = pat.PHONE_NATIONAL.match(text, start)
-    return match.end() if match and 9 <= len(_digits(match.group())) <= 12 else None
-
-
-def _e164_end(start: int, number: str) -> int | None:
-    """End of the longest run of digit groups holding 8-15 digits (E.164)."""
-    count = -(2 if number.startswith("00") else 0) - number.count("(0)")
-    end = None
-    for group in re.finditer(r"[0-9]+", number):
-        count += len(group.group())
-        if count > 15:
-            break
-        end = start + group.end() if count >= 8 else end
-    return end
-
-
-def _check_context_number(scan: _Scan, near: set[str], start: int, end: int) -> None:
-    """A number that is PII only next to a context word: DOB, SSN, phone or ID."""
-    digits = _digits(scan.text[start:end])
-    if "dob" in near and (date_end := _date_end(scan.text, start)):
-        scan.add("DATE_OF_BIRTH", start, date_end)
-    elif "ssn" in near and len(digits) == 9 and pat.ssn_valid(digits[:3], digits[3:5], digits[5:]):
-        scan.add("US_SSN", start, end)
-    elif "phone" in near and 7 <= len(digits) <= 15:
-        scan.add("PHONE", start, end)
-    elif "id" in near and 6 <= len(digits) <= 12:
-        scan.add("ID_NUMBER", start, end)
-
-
-def _date_end(text: str, start: int) -> int | None:
-    """End of a plausible numeric date starting at ``start``."""
-    if not (date := pat.NUMERIC_DATE.match(text, start)):
-        return None
-    year, month, day = date["y"] or date["y2"], date["m"] or date["m2"], date["d"] or date["d2"]
-    return date.end() if pat.date_plausible(year, month, day) else None
-
-
-def _find_text_dates(scan: _Scan) -> None:
-    for year in pat.YEAR_WORDS.finditer(scan.words):
-        start, end = max(0, year.start() - 24), year.end()
-        if "dob" in scan.near(start, end, "dob"):
-            for date in pat.TEXT_DATE.finditer(scan.text, start, end):
-                scan.add("DATE_OF_BIRTH", *date.span())
-
-
-def _find_ids(scan: _Scan) -> None:
-    text = scan.text
-    for match in pat.ID_SHAPE.finditer(scan.shape):
-        start, end = match.span()
-        while start and text[start - 1].isalpha() and match.start() - start < 3:
-            start -= 1
-        if 6 <= end - start <= 12 and not text[start - 1 : start].isalnum():
-            if "id" in scan.near(start, end, "id"):
-                scan.add("ID_NUMBER", start, end)
-
-
-def _find_ibans(scan: _Scan) -> None:
-    for pattern in pat.IBAN_SHAPES:
-        for match in pattern.finditer(scan.shape):
-            _check_iban(scan, *match.span())
-
-
-def _check_iban(scan: _Scan, start: int, end: int) -> None:
-    candidate, length, kept = scan.text[start:end], pat.iban_length(scan.text[start:end]), 0
-    for index, char in enumerate(candidate):
-        kept += char != " "
-        if kept == length:
-            if pat.iban_valid(candidate[: index + 1].replace(" ", "")):
-                scan.add("IBAN", start, start + index + 1)
-            return
-
-
-def _find_streets(scan: _Scan) -> None:
-    text, words = scan.text, scan.words
-    for match in pat.STREET_NUMBER_FIRST_SHAPE.finditer(scan.shape):
-        start = _number_start(text, match.start() - 1)
-        if street := pat.STREET_EN.match(text, start):
-            scan.add("STREET_ADDRESS", start, street.end())
-    for match in pat.STREET_FRENCH_WORDS.finditer(words):
-        start, end = _number_start(text, match.start()), match.end()
-        scan.add("STREET_ADDRESS", start, pat.STREET_NAME_TAIL.match(text, end).end())
-    size = len(words)
-    for match in pat.STREET_NUMBER_LAST_REVERSED.finditer(words[::-1]):
-        start, end = size - match.end(), size - match.start()
-        if text[start].islower() and not pat.STREET_TYPE_FIRST.match(text, start):
-            while start and (text[start - 1].isalpha() or text[start - 1] in "-'"):
-                start -= 1  # the rest of "Hauptstrasse"
-        elif not text[start].islower() and not pat.STREET_TYPE_FIRST.match(text, start):
-            continue
-        while end < len(text) and text[end].isalnum():
-            end += 1
-        scan.add("STREET_ADDRESS", start, end)
-
-
-def _number_start(text: str, end: int) -> int:
-    """Start of the house number ending at ``end`` ("221B", "12,")."""
-    start = end
-    while start and (text[start - 1].isalnum() or text[start - 1] == ","):
-        start -= 1
-    return start
-
-
-_HEX_COLON = frozenset("0123456789abcdefABCDEF:")
-
-
-def _find_ipv6(scan: _Scan) -> None:
-    text, resume = scan.text, 0
-    for match in pat.IPV6_SHAPE.finditer(text):
-        start = match.start()
-        if start < resume:
-            continue
-        while start and text[start - 1] in _HEX_COLON and match.start() - start < 40:
-            start -= 1
-        token = pat.IPV6_TOKEN.match(text, start)
-        resume = end = token.end() if token else match.end()
-        if token and _standalone(text, start, end) and pat.ipv6_valid(token.group()):
-            scan.add("IP_ADDRESS", start, end)
-
-
-def _standalone(text: str, start: int, end: int) -> bool:
-    """Not glued to a word (``std::map``) and not a slice step (``items[::2]``)."""
-    before, after = text[start - 1 : start], text[end : end + 1]
-    if (before.isalnum() or before == "_") or (after.isalnum() or after == "_"):
-        return False
-    return not (before == "[" and after == "]" and re.match(r"[\w)\]]", text[start - 2 : start]))
-
-
-def _resolve(found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-    """Keep the higher-priority match where two overlap; return them in text order."""
-    kept: list[tuple[str, int, int]] = []
-    for kind, start, end in sorted(found, key=lambda item: (_RANK[item[0]], item[1])):
-        if all(end <= other_start or start >= other_end for _, other_start, other_end in kept):
-            kept.append((kind, start, end))
-    return sorted(kept, key=lambda item: (item[1], item[2]))
-
-
-# -- detector -----------------------------------------------------------------------------
-_NUMERIC_TYPES = frozenset(
-    {"CREDIT_CARD", "US_SSN", "IP_ADDRESS", "PHONE", "DATE_OF_BIRTH", "ID_NUMBER"}
-)
-_PASSES: tuple[tuple[frozenset[str], Callable[[_Scan], None]], ...] = (
-    (frozenset({"EMAIL"}), _find_obfuscated_emails),
-    (_NUMERIC_TYPES, _find_numbers),
-    (frozenset({"DATE_OF_BIRTH"}), _find_text_dates),
-    (frozenset({"ID_NUMBER"}), _find_ids),
-    (frozenset({"IBAN"}), _find_ibans),
-    (frozenset({"STREET_ADDRESS"}), _find_streets),
-    (frozenset({"IP_ADDRESS"}), _find_ipv6),
-)
-"""Passes run only when the text holds a digit (an obfuscated email needs none)."""
 
 
 class PiiDetector:
@@ -421,18 +179,18 @@ class PiiDetector:
             known = ", ".join(sorted(ENTITY_TYPES))
             raise ValueError(f"unknown PII entity type(s) {sorted(unknown)}; known: {known}")
         self.entities = chosen
-        self._passes = tuple(run for types, run in _PASSES if types & chosen)
+        self._passes = tuple((digit, run) for types, digit, run in pat.PASSES if types & chosen)
 
     def scan_text(self, text: str) -> list[PiiMatch]:
         """Every value found in ``text``, in order, with offsets into ``text`` itself."""
         folded = fold(text)
-        scan = _Scan(folded.text, self.entities)
-        if "EMAIL" in self.entities and "@" in scan.text:
-            _find_emails(scan)
+        scan = pat.Scan(folded.text, self.entities)
         has_digit = b"0" in scan.shape
-        for run in self._passes:
-            if has_digit or run is _find_obfuscated_emails:
+        for needs_digit, run in self._passes:
+            if has_digit or not needs_digit:
                 run(scan)
+        if scan.pending:
+            pat.settle_context(scan)
         return [
             PiiMatch(kind, folded.original(start), folded.original(end - 1) + 1)
             for kind, start, end in _resolve(scan.found)
@@ -458,6 +216,18 @@ class PiiDetector:
         return counts
 
 
+def _resolve(found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Where two matches overlap, keep the higher-priority type; return them in text order."""
+    kept: list[tuple[str, int, int]] = []
+    for item in sorted(found, key=lambda item: (item[1], _RANK[item[0]])):
+        if kept and item[1] < kept[-1][2]:
+            if _RANK[item[0]] < _RANK[kept[-1][0]]:
+                kept[-1] = item
+            continue
+        kept.append(item)
+    return kept
+
+
 # -- walking a request ----------------------------------------------------------------------
 _SKIPPED_KEYS = frozenset({"role", "type", "tool_call_id", "id"})
 """Keys whose string values are protocol tokens, not content (walked if not strings)."""
@@ -472,7 +242,8 @@ _JSON_START = re.compile(r"\s*[\[{\"]")
 
 def iter_strings(value: object, skipped_keys: frozenset[str] = frozenset()) -> Iterator[str]:
     """Every string in a nested structure: keys, values, numbers, model dumps, objects."""
-    stack, seen = [value], set()
+    stack: list[object] = [value]
+    seen: dict[int, object] = {}  # holds each container, so no id is reused during the walk
     while stack:
         item = stack.pop()
         if isinstance(item, str):
@@ -483,26 +254,26 @@ def iter_strings(value: object, skipped_keys: frozenset[str] = frozenset()) -> I
             yield str(item)
         elif isinstance(item, (bytes, bytearray)):
             yield bytes(item).decode("utf-8", "replace")
-        elif id(item) in seen:
-            continue
-        else:
-            seen.add(id(item))
+        elif id(item) not in seen:
+            seen[id(item)] = item
             stack.extend(_children(item, skipped_keys))
 
 
 def _children(item: object, skipped_keys: frozenset[str]) -> Iterator[object]:
-    if isinstance(item, dict) or (hasattr(item, "items") and hasattr(item, "keys")):
-        for key, child in item.items():  # type: ignore[attr-defined]  # any mapping
+    if isinstance(item, Mapping):
+        for key, child in item.items():
             if key not in _FIELD_NAMES:
                 yield key
             if not (key in skipped_keys and isinstance(child, str)):
                 yield child
-    elif isinstance(item, (list, tuple, set, frozenset)):
+    elif isinstance(item, Collection):  # list, tuple, set, deque, dict views...
         yield from item
     elif callable(getattr(item, "model_dump", None)):
         yield item.model_dump()  # type: ignore[attr-defined]  # a pydantic model
     elif dataclasses.is_dataclass(item) and not isinstance(item, type):
         yield dataclasses.asdict(item)
+    elif isinstance(item, type) or callable(item):
+        return  # code, not data
     elif hasattr(item, "__dict__"):
         yield vars(item)
     else:
@@ -510,8 +281,12 @@ def _children(item: object, skipped_keys: frozenset[str]) -> Iterator[object]:
 
 
 def _decoded_views(text: str) -> Iterator[list[str]]:
-    """Other readings of ``text`` that could hide a value: JSON, %-encoding, HTML."""
-    if _JSON_START.match(text):
+    """Other readings of ``text`` that could hide a value: JSON, %-encoding, HTML.
+
+    JSON is decoded only when it holds a backslash: without an escape, every decoded
+    string and number appears verbatim in the text, which was scanned already.
+    """
+    if "\\" in text and _JSON_START.match(text):
         try:
             decoded = json.loads(text)
         except ValueError:  # not JSON after all: the text itself was scanned already

@@ -126,6 +126,11 @@ class ProviderClient:
     def unavailable_reason(self) -> str | None:
         return self.config.unavailable_reason
 
+    @property
+    def ready(self) -> bool:
+        """Whether the SDK client exists already."""
+        return self._client is not None
+
     def prepare(self) -> None:
         """Create the SDK client now (imports any-llm), outside any attempt's time limit."""
         self._get_client()

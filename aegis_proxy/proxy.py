@@ -29,7 +29,7 @@ from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.discovery import check_local_models
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
-from aegis_proxy.ledger import AttemptOutcome, Ledger
+from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
 from aegis_proxy.providers import ProviderClient
 from aegis_proxy.redaction import ChunkRestorer, Redaction, restore_message
@@ -37,6 +37,7 @@ from aegis_proxy.request import (
     AegisRecord,
     Attempt,
     has_images,
+    has_remote_images,
     query_hash,
     response_text,
     validate_messages,
@@ -66,7 +67,7 @@ class AegisLLMProxy:
         self,
         config: AegisConfig,
         *,
-        ledger: Ledger | None = None,
+        ledger: LedgerBackend | None = None,
         detector: PiiScanner | None = None,
         observers: Sequence[Observer] = (),
     ) -> None:
@@ -91,11 +92,12 @@ class AegisLLMProxy:
         return self._rt.breakers
 
     @property
-    def ledger(self) -> Ledger:
+    def ledger(self) -> LedgerBackend:
         """The cost ledger, opened on first use (routing alone never touches it)."""
         if self._ledger is None:
             ttl = self.config.budgets.reservation_ttl_s
-            self._ledger = Ledger(self.config.ledger.path, reservation_ttl_s=ttl)
+            where = self.config.ledger.url or self.config.ledger.path
+            self._ledger = open_ledger(where, reservation_ttl_s=ttl)
         return self._ledger
 
     @classmethod
@@ -111,7 +113,23 @@ class AegisLLMProxy:
         return cls(config)
 
     async def __aenter__(self) -> Self:
+        await self.warm_up()
         return self
+
+    async def warm_up(self, providers: Sequence[str] | None = None) -> None:
+        """Create the SDK clients (importing any-llm) in a thread, off the event loop.
+
+        ``async with`` does this for every available provider, so the first request does
+        not spend its deadline on a 1.5 s import; the attempt loop does it for its route.
+        """
+        names = providers if providers is not None else list(self.clients)
+        cold = [
+            self.clients[n]
+            for n in names
+            if not self.clients[n].ready and not self.clients[n].unavailable_reason
+        ]
+        if cold:
+            await asyncio.to_thread(_prepare_all, cold)
 
     async def __aexit__(
         self,
@@ -142,8 +160,8 @@ class AegisLLMProxy:
         except errors.ConfigError as exc:
             log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
             return False
-        if config.ledger.path != self.config.ledger.path:
-            log.warning("config_reload_ledger_path_ignored", path=config.ledger.path)
+        if config.ledger != self.config.ledger:
+            log.warning("config_reload_ledger_change_ignored")
         old = self._rt
         self._rt = build_runtime(config, old, self._detector)
         kept = set(map(id, self._rt.clients.values()))
@@ -251,6 +269,7 @@ class AegisLLMProxy:
         served: Callable[[Job, Call, T], Awaitable[R]],
     ) -> R:
         """Walk the route: each candidate, retried on curable failures, until one serves."""
+        await self.warm_up([entry.provider for entry in job.plan.route.candidates])
         for entry in job.plan.route.candidates:
             for retry in range(job.rt.retry.retries + 1):
                 call = self._start(job, entry)
@@ -266,6 +285,7 @@ class AegisLLMProxy:
                 except BaseException:
                     self._settle(job, call, "cancelled", None, "", "cancelled")
                     call.breaker.release_probe()
+                    self._request_finished(job, "cancelled")
                     raise
                 return await served(job, call, result)
         log.warning("request_failed", request_id=job.plan.request_id, rule=job.plan.route.rule)
@@ -334,9 +354,15 @@ class AegisLLMProxy:
                 job.reservation(client.config, model),
                 job.rt.budgets[client.name],
             )
-        except errors.BudgetExceededError as exc:
+        except (errors.BudgetExceededError, errors.LedgerUnavailableError) as exc:
+            # a budget that is spent, or cannot be checked: the next provider serves
             breaker.release_probe()
-            self._note(job, Attempt(provider=client.name, model=model, outcome="budget_exceeded",
+            outcome = (
+                "budget_exceeded"
+                if isinstance(exc, errors.BudgetExceededError)
+                else "ledger_unavailable"
+            )
+            self._note(job, Attempt(provider=client.name, model=model, outcome=outcome,
                                     reason=str(exc), breaker=state))  # fmt: skip
             return None
         timeout = _min(client.config.timeout_s, job.remaining())
@@ -349,6 +375,12 @@ class AegisLLMProxy:
             return client.unavailable_reason
         if job.plan.images and not client.config.vision:
             return "request has images and the provider is not declared vision: true"
+        if (
+            job.plan.images
+            and client.config.sdk == "ollama"
+            and has_remote_images(job.plan.messages)
+        ):
+            return "the ollama SDK drops http(s) image URLs: send images as data: URLs"
         if job.remaining() == 0:
             return "request deadline passed"
         try:
@@ -465,6 +497,15 @@ def _scan(rt: Runtime, messages: list[dict[str, Any]]) -> dict[str, int]:
     except Exception as exc:  # fail closed: a detector that cannot tell means PII
         log.error("pii_detection_failed", error_type=type(exc).__name__)
         return {DETECTION_FAILED: 1}
+
+
+def _prepare_all(clients: Sequence[ProviderClient]) -> None:
+    """Create SDK clients; a failure here is reported again, per attempt, by ``_start``."""
+    for client in clients:
+        try:
+            client.prepare()
+        except errors.ProviderCallError as exc:
+            log.warning("provider_client_failed", provider=client.name, problem=exc.problem)
 
 
 def _over_ceiling(job: Job, client: ProviderClient, model: str) -> str | None:

@@ -117,6 +117,18 @@ def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
     return False
 
 
+def has_remote_images(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether an ``image_url`` part points at an http(s) URL rather than a data: URL."""
+    for message in messages:
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            url = part.get("image_url") if isinstance(part, Mapping) else None
+            url = url.get("url") if isinstance(url, Mapping) else url
+            if isinstance(url, str) and not url.startswith("data:"):
+                return True
+    return False
+
+
 def query_hash(messages: Sequence[Mapping[str, Any]]) -> str:
     """A SHA-256 digest of the messages, stable across key order."""
     text = json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from structlog.testing import capture_logs
 
+from aegis_proxy import budget as rules
 from aegis_proxy.errors import BudgetExceededError
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart, BudgetLimit, Ledger
 
@@ -230,3 +231,40 @@ def test_settle_over_the_reservation_warns(tmp_path: Path) -> None:
         "cost_micros": 9000,
     }
     assert (logs[1]["period"], logs[1]["share"]) == ("2025-03", 0.9)
+
+
+@pytest.mark.parametrize(
+    ("budget", "amount", "usage", "refused_period"),
+    [
+        (BudgetLimit(1000), 400, {"2025-03": (300, 300)}, None),
+        (BudgetLimit(1000), 401, {"2025-03": (300, 300)}, "2025-03"),
+        (BudgetLimit(1000, daily_micros=500), 300, {"2025-03-10": (0, 201)}, "2025-03-10"),
+        (BudgetLimit(None, daily_micros=500), 500, {"2025-03": (10**9, 0)}, None),
+        (BudgetLimit(0), 1, {}, "2025-03"),
+    ],
+)
+def test_check_reservation_table(
+    budget: BudgetLimit,
+    amount: int,
+    usage: dict[str, tuple[int, int]],
+    refused_period: str | None,
+) -> None:
+    """spent + reserved + amount must stay within each limit that is set, month and day."""
+    limits = rules.limited_periods("2025-03-10T12:00:00.000+00:00", budget)
+    if refused_period is None:
+        rules.check_reservation("openai", amount, limits, usage)
+        return
+    with pytest.raises(BudgetExceededError) as caught:
+        rules.check_reservation("openai", amount, limits, usage)
+    assert caught.value.period == refused_period
+
+
+@pytest.mark.parametrize(
+    ("budget", "amount", "checked"),
+    [(None, 5, False), (BudgetLimit(1000), 0, False), (BudgetLimit(1000), 1, True)],
+)
+def test_only_paid_budgeted_reservations_need_the_database(
+    budget: BudgetLimit | None, amount: int, checked: bool
+) -> None:
+    """A $0 or unbudgeted reservation needs no check, so it may wait while the DB is away."""
+    assert rules.needs_check(budget, amount) is checked

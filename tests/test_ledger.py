@@ -1,10 +1,16 @@
-"""The ledger on real SQLite files: migrations, one row per attempt, expiry, locking."""
+"""The ledger on real SQLite files: migrations, one row per attempt, expiry, locking.
+
+Also how ``open_ledger`` picks a backend, and the spool the PostgreSQL backend keeps rows in
+while its database is away (pure memory: tested here, without a server).
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,8 +21,17 @@ from typing import Any
 import pytest
 
 from aegis_proxy.errors import BudgetExceededError, LedgerError
-from aegis_proxy.ledger import AttemptOutcome, AttemptStart, BudgetLimit, Ledger, current_month
+from aegis_proxy.ledger import (
+    AttemptOutcome,
+    AttemptStart,
+    BudgetLimit,
+    Ledger,
+    LedgerUnavailableError,
+    current_month,
+    open_ledger,
+)
 from aegis_proxy.migrations import MIGRATIONS, apply_migrations, m001_initial
+from aegis_proxy.spool import QueuedRow, QueuedSettle, Spool
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 BUDGET = BudgetLimit(monthly_micros=10_000)
@@ -344,3 +359,89 @@ def test_rebuild_usage_matches_incremental_counters(tmp_path: Path) -> None:
         ledger.rebuild_usage()
     assert raw(path, "SELECT * FROM budget_usage ORDER BY provider, period") == before
     assert len(before) == 5
+
+
+# -- choosing a backend, and the in-memory spool of the PostgreSQL one --------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("sqlite:///nested/ledger.db", "nested/ledger.db"),
+        ("nested/plain.db", "nested/plain.db"),
+    ],
+)
+def test_open_ledger_opens_sqlite_for_paths_and_sqlite_urls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, expected: str
+) -> None:
+    """sqlite:///PATH and a plain path both open the SQLite ledger at PATH."""
+    monkeypatch.chdir(tmp_path)
+    with open_ledger(target) as ledger:
+        assert isinstance(ledger, Ledger)
+        assert ledger.queued_rows == 0
+    assert (tmp_path / expected).is_file()
+
+
+def test_open_ledger_keeps_an_absolute_sqlite_path(tmp_path: Path) -> None:
+    """sqlite:////abs/path (four slashes) is the absolute path /abs/path."""
+    with open_ledger(f"sqlite:///{tmp_path / 'abs.db'}", reservation_ttl_s=5) as ledger:
+        assert isinstance(ledger, Ledger)
+        assert (ledger.path, ledger.reservation_ttl_s) == (tmp_path / "abs.db", 5)
+
+
+@pytest.mark.parametrize("target", ["mysql://db/ledger", "sqlite://", "sqlite:///", "sqlite:x.db"])
+def test_open_ledger_rejects_other_urls(target: str) -> None:
+    """A URL that is neither sqlite:///PATH nor postgresql://... raises ValueError."""
+    with pytest.raises(ValueError, match="sqlite:///PATH"):
+        open_ledger(target)
+
+
+def test_importing_the_ledger_loads_no_database_driver() -> None:
+    """import aegis_proxy.ledger leaves psycopg unloaded: reports stay fast without it."""
+    code = "import sys, aegis_proxy.ledger; print(sorted(m for m in sys.modules if 'psycopg' in m))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def _queued_start(request_id: str) -> AttemptStart:
+    return start(request_id, provider="local_ollama")
+
+
+def test_spool_settles_queued_rows_in_memory_and_maps_written_ones() -> None:
+    """A queued row settles in memory; once written, its provisional id maps to the real id."""
+    spool = Spool(capacity=10)
+    first = spool.add_row(_queued_start("a"), "2025-03-10T12:00:00.000+00:00", 0, 1.0)
+    second = spool.add_row(_queued_start("b"), "2025-03-10T12:00:00.000+00:00", 0, 1.0)
+    assert (first, second, len(spool)) == (-1, -2, 2)
+    assert spool.settle(first, AttemptOutcome("ok", 1.0), "s1") is None
+    [row_a, row_b] = spool.head(10)
+    assert isinstance(row_a, QueuedRow)
+    assert row_a.outcome == AttemptOutcome("ok", 1.0)
+    spool.done([(row_a, 41), (row_b, 42)])
+    assert len(spool) == 0
+    assert spool.settle(second, AttemptOutcome("error", 2.0), "s2") == 42
+    with pytest.raises(LedgerError, match="no ledger row -1"):
+        spool.settle(first, AttemptOutcome("ok", 1.0), "s3")
+
+
+def test_spool_keeps_a_settle_that_arrives_while_its_row_is_written() -> None:
+    """A settle landing between head() and done() becomes a settle of the written row id."""
+    spool = Spool(capacity=10)
+    row_id = spool.add_row(_queued_start("a"), "2025-03-10T12:00:00.000+00:00", 0, 1.0)
+    [written] = spool.head(1)
+    spool.settle(row_id, AttemptOutcome("cancelled", 3.0), "late")
+    with pytest.raises(LedgerError, match="already settled"):
+        spool.settle(row_id, AttemptOutcome("ok", 3.0), "later")
+    spool.done([(written, 7)])
+    assert spool.head(10) == [QueuedSettle(7, AttemptOutcome("cancelled", 3.0), "late")]
+
+
+def test_spool_is_bounded() -> None:
+    """Past its capacity the spool refuses with LedgerUnavailableError: nothing is dropped."""
+    spool = Spool(capacity=2)
+    spool.add_row(_queued_start("a"), "2025-03-10T12:00:00.000+00:00", 0, 1.0)
+    spool.add_settle(5, AttemptOutcome("ok", 1.0), "s")
+    with pytest.raises(LedgerUnavailableError) as caught:
+        spool.add_row(_queued_start("c"), "2025-03-10T12:00:00.000+00:00", 0, 1.0)
+    assert (caught.value.operation, caught.value.queued_rows) == ("reserve", 2)
+    assert len(spool) == 2

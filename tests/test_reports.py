@@ -39,10 +39,14 @@ local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0.0,,0.0,,False,
 ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,120.0,120.0,120.0,1.0,True,OVER
 openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,64.500123,80.0,129.000246,0.8062515375,True,WARN
 """
-LIGHT_MODULES = ("ledger", "reports", "migrations")
+LIGHT_MODULES = ("ledger", "reports", "migrations", "ledger_base", "budget", "_sqlite")
 ALLOWED_IMPORTS = {
     "structlog",
+    "aegis_proxy._sqlite",
+    "aegis_proxy.budget",
     "aegis_proxy.errors",
+    "aegis_proxy.ledger_base",
+    "aegis_proxy.ledger_pg",  # inside open_ledger, for postgresql:// URLs only
     "aegis_proxy.migrations",
     "aegis_proxy.reports",
 }

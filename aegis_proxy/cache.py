@@ -1,0 +1,96 @@
+"""Response cache for deterministic requests, in its own SQLite file beside the ledger.
+
+What must always hold:
+- only deterministic requests are cached: not streamed, ``temperature == 0`` or a ``seed``,
+  one choice; the key covers provider, model, the messages as sent and every parameter;
+- an answer to a request holding personal data is scoped to its ``user_id`` and never
+  served to another user (a PII request without a user_id is not cached at all);
+- entries expire after their TTL; an expired entry is never served;
+- the cache keeps response text, so it lives in its own file (never in the ledger, which
+  holds no content), is off unless configured, and can be wiped with ``clear()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS response_cache (
+    key TEXT PRIMARY KEY,
+    response TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS response_cache_expiry ON response_cache (expires_at);
+"""
+
+
+def cacheable(params: dict[str, Any]) -> bool:
+    """Whether a request's parameters make its answer deterministic enough to reuse."""
+    if params.get("stream") or params.get("n", 1) not in (None, 1):
+        return False
+    return params.get("temperature") == 0 or params.get("seed") is not None
+
+
+def cache_key(
+    provider: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    user_scope: str | None,
+) -> str:
+    """A digest of everything that decides the answer (and of the user, for PII)."""
+    document = [provider, model, messages, params, user_scope]
+    text = json.dumps(document, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class ResponseCache:
+    """A key -> ChatCompletion JSON store with expiry; safe across threads and processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
+        self._lock = threading.Lock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.executescript(_SCHEMA)
+
+    def get(self, key: str, now: float | None = None) -> dict[str, Any] | None:
+        """The cached response for ``key``, unless absent or expired."""
+        moment = time.time() if now is None else now
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT response FROM response_cache WHERE key = ? AND expires_at > ?",
+                (key, moment),
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, response: dict[str, Any], ttl_s: float) -> None:
+        """Store ``response`` under ``key`` for ``ttl_s`` seconds (and drop expired ones)."""
+        now = time.time()
+        text = json.dumps(response, default=str)
+        with self._lock:
+            self._conn.execute("DELETE FROM response_cache WHERE expires_at <= ?", (now,))
+            self._conn.execute(
+                "INSERT OR REPLACE INTO response_cache VALUES (?, ?, ?, ?)",
+                (key, text, now, now + ttl_s),
+            )
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        with self._lock:
+            return self._conn.execute("DELETE FROM response_cache").rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
