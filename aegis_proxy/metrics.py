@@ -365,7 +365,9 @@ def _count(row: ProviderMonth, status: str) -> int:
     return int(getattr(row, field))
 
 
-def ledger_registry(ledger: LedgerBackend, budgets: Mapping[str, BudgetLimit | None]) -> CollectorRegistry:
+def ledger_registry(
+    ledger: LedgerBackend, budgets: Mapping[str, BudgetLimit | None]
+) -> CollectorRegistry:
     """A registry holding only the ledger's budget gauges."""
     registry = CollectorRegistry()
     registry.register(LedgerBudgetCollector(ledger, budgets))
