@@ -2,35 +2,80 @@
 
 Personal data stays on local providers, budgets are never overspent, and every attempt is
 a row in the SQLite ledger. See ``AegisLLMProxy`` and the module-level ``acompletion``.
+
+Names are imported on first use (PEP 562), so ``aegis-proxy report`` and other light
+entry points do not pay for the proxy, the PII patterns or pydantic models they never use.
 """
 
 from __future__ import annotations
 
-from aegis_proxy.config import AegisConfig, load_config
-from aegis_proxy.default import acompletion, close_default_proxy, completion, get_default_proxy
-from aegis_proxy.errors import (
-    AegisError,
-    BudgetExceededError,
-    ConfigError,
-    LedgerError,
-    LedgerUnavailableError,
-    ModelNotFoundError,
-    NoProviderAvailableError,
-    PrivacyViolationError,
-    ProviderAuthError,
-    ProviderCallError,
-    ProviderConnectionError,
-    ProviderRejectedError,
-    ProviderServerError,
-    ProviderTimeoutError,
-    ProviderUnavailableError,
-    RateLimitedError,
-    RequestValidationError,
-)
-from aegis_proxy.policy import LLMTask, Route
-from aegis_proxy.proxy import AegisLLMProxy
-from aegis_proxy.request import AegisRecord, Attempt
-from aegis_proxy.streaming import AegisStream
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aegis_proxy.config import AegisConfig, load_config
+    from aegis_proxy.default import (
+        acompletion,
+        close_default_proxy,
+        completion,
+        get_default_proxy,
+    )
+    from aegis_proxy.errors import (
+        AegisError,
+        BudgetExceededError,
+        ConfigError,
+        LedgerError,
+        LedgerUnavailableError,
+        ModelNotFoundError,
+        NoProviderAvailableError,
+        PrivacyViolationError,
+        ProviderAuthError,
+        ProviderCallError,
+        ProviderConnectionError,
+        ProviderRejectedError,
+        ProviderServerError,
+        ProviderTimeoutError,
+        ProviderUnavailableError,
+        RateLimitedError,
+        RequestValidationError,
+    )
+    from aegis_proxy.policy import LLMTask, Route
+    from aegis_proxy.proxy import AegisLLMProxy
+    from aegis_proxy.request import AegisRecord, Attempt
+    from aegis_proxy.streaming import AegisStream
+
+_ERRORS = [
+    "AegisError",
+    "BudgetExceededError",
+    "ConfigError",
+    "LedgerError",
+    "LedgerUnavailableError",
+    "ModelNotFoundError",
+    "NoProviderAvailableError",
+    "PrivacyViolationError",
+    "ProviderAuthError",
+    "ProviderCallError",
+    "ProviderConnectionError",
+    "ProviderRejectedError",
+    "ProviderServerError",
+    "ProviderTimeoutError",
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "RequestValidationError",
+]
+
+_HOMES: dict[str, str] = {
+    **dict.fromkeys(_ERRORS, "aegis_proxy.errors"),
+    **dict.fromkeys(["AegisConfig", "load_config"], "aegis_proxy.config"),
+    **dict.fromkeys(
+        ["acompletion", "close_default_proxy", "completion", "get_default_proxy"],
+        "aegis_proxy.default",
+    ),
+    **dict.fromkeys(["LLMTask", "Route"], "aegis_proxy.policy"),
+    "AegisLLMProxy": "aegis_proxy.proxy",
+    **dict.fromkeys(["AegisRecord", "Attempt"], "aegis_proxy.request"),
+    "AegisStream": "aegis_proxy.streaming",
+}
 
 __all__ = [
     "AegisConfig",
@@ -63,3 +108,16 @@ __all__ = [
     "get_default_proxy",
     "load_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'aegis_proxy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

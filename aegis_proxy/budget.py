@@ -13,7 +13,7 @@ then asks ``check_reservation``. What must always hold:
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,6 +23,7 @@ from aegis_proxy.reports import UsageRow, usd
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from aegis_proxy.config import AegisConfig, ProviderConfig
     from aegis_proxy.ledger_base import AttemptOutcome, BudgetLimit
 
 _warned: set[tuple[str, str]] = set()
@@ -96,3 +97,24 @@ def after_settle(
 def warn(event: str, **context: object) -> None:
     """Log a rare warning; a fresh logger follows the current structlog configuration."""
     structlog.get_logger("aegis_proxy.ledger").warning(event, **context)
+
+
+def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:
+    """Each provider's ledger budget (None for an unbudgeted provider)."""
+    return {name: _budget_limit(p, config) for name, p in config.providers.items()}
+
+
+def _budget_limit(provider: ProviderConfig, config: AegisConfig) -> BudgetLimit | None:
+    from aegis_proxy.ledger_base import BudgetLimit
+
+    if not provider.budgeted:
+        return None
+    return BudgetLimit(
+        monthly_micros=_micros(provider.monthly_budget_usd),
+        daily_micros=_micros(provider.daily_budget_usd),
+        warn_share=config.budgets.warn_share,
+    )
+
+
+def _micros(usd: Any) -> int | None:
+    return None if usd is None else int(usd * 1_000_000)

@@ -165,7 +165,7 @@ def _route(args: argparse.Namespace) -> int:
 
 
 def _ledger_and_budgets(args: argparse.Namespace) -> tuple[str, dict[str, BudgetLimit | None]]:
-    from aegis_proxy.runtime import budget_limits
+    from aegis_proxy.budget import budget_limits
 
     if args.ledger and not args.config:
         return args.ledger, {}

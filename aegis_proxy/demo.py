@@ -25,12 +25,12 @@ from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
+from aegis_proxy.budget import budget_limits
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.local_model import MODEL_ALIAS, MODEL_LABEL, LocalEndpoint, local_endpoint
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.proxy import AegisLLMProxy
 from aegis_proxy.reports import render_summary
-from aegis_proxy.runtime import budget_limits
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion

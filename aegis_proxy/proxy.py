@@ -27,7 +27,6 @@ import structlog
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
-from aegis_proxy.discovery import check_local_models
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
@@ -107,6 +106,8 @@ class AegisLLMProxy:
         With ``discovery.check_local_models: warn|fail`` it also asks each local server
         whether it has the models the routes name (the only network call at start).
         """
+        from aegis_proxy.discovery import check_local_models  # httpx, only when asked
+
         config = load_config(path)
         discovery = config.discovery
         check_local_models(config, discovery.check_local_models, timeout_s=discovery.timeout_s)

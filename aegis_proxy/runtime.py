@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from aegis_proxy.budget import budget_limits
 from aegis_proxy.ledger import BudgetLimit
 from aegis_proxy.pii import PiiDetector
 from aegis_proxy.providers import ProviderClient
@@ -20,7 +21,7 @@ from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from aegis_proxy.config import AegisConfig, ProviderConfig
+    from aegis_proxy.config import AegisConfig
     from aegis_proxy.pii import PiiMatch, PiiReport
 
 
@@ -75,22 +76,3 @@ def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
     if previous is not None and previous.config.privacy.entities == entities:
         return previous.detector
     return PiiDetector(entities=set(entities) if entities is not None else None)
-
-
-def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:
-    """Each provider's ledger budget (None for an unbudgeted provider)."""
-    return {name: _budget_limit(p, config) for name, p in config.providers.items()}
-
-
-def _budget_limit(provider: ProviderConfig, config: AegisConfig) -> BudgetLimit | None:
-    if not provider.budgeted:
-        return None
-    return BudgetLimit(
-        monthly_micros=_micros(provider.monthly_budget_usd),
-        daily_micros=_micros(provider.daily_budget_usd),
-        warn_share=config.budgets.warn_share,
-    )
-
-
-def _micros(usd: Any) -> int | None:
-    return None if usd is None else int(usd * 1_000_000)
