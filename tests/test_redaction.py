@@ -125,7 +125,8 @@ async def test_redacted_tool_call_arguments_restored(rig: Rig) -> None:
                                                                      complexity="high")),
         ([{"role": "user", "content": [
             {"type": "text", "text": f"Who is {EMAIL}?"},
-            {"type": "image_url", "image_url": {"url": "https://img.example/a.png"}}]}], CRITICAL),
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}],
+         CRITICAL),
     ],
     ids=["declared_pii", "image"],
 )  # fmt: skip
