@@ -238,6 +238,8 @@ _FIELD_NAMES = frozenset(
 """OpenAI field names: keys not worth scanning as text (every other key is scanned)."""
 _MAX_DECODE_DEPTH = 3
 _JSON_START = re.compile(r"\s*[\[{\"]")
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")  # "12.4%" alone is no escape
+_HTML_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);?")
 
 
 def iter_strings(value: object, skipped_keys: frozenset[str] = frozenset()) -> Iterator[str]:
@@ -260,7 +262,9 @@ def iter_strings(value: object, skipped_keys: frozenset[str] = frozenset()) -> I
 
 
 def _children(item: object, skipped_keys: frozenset[str]) -> Iterator[object]:
-    if isinstance(item, Mapping):
+    if type(item) is list:  # the usual shapes first: ABC checks are slow
+        yield from item
+    elif type(item) is dict or isinstance(item, Mapping):
         for key, child in item.items():
             if key not in _FIELD_NAMES:
                 yield key
@@ -293,10 +297,10 @@ def _decoded_views(text: str) -> Iterator[list[str]]:
             pass
         else:
             yield list(iter_strings(decoded))
-    if "%" in text and (unquoted := unquote(text)) != text:
-        yield [unquoted]
-    if "&" in text and (unescaped := html.unescape(text)) != text:
-        yield [unescaped]
+    if _PERCENT_ESCAPE.search(text):
+        yield [unquote(text)]
+    if _HTML_ENTITY.search(text):
+        yield [html.unescape(text)]
 
 
 def _without_base64_payload(text: str) -> str:
