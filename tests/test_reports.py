@@ -25,25 +25,26 @@ ROWS = [
     ),
     ProviderMonth(
         "openai", "2025-04", 120, 3, 1, 0, 0, 1_234_567, 89_012, 4096, 512,
-        64_500_123, 0, 129_000_246, budget_micros=80_000_000,
+        64_500_123, 0, 129_000_246, budget_micros=80_000_000, cache_hits=30,
     ),
 ]  # fmt: skip
 TABLE = """\
-provider      month    requests  errors  tokens in  tokens out   spend $  budget $  used %  projected $  flag
-local_ollama  2025-04       340       0    512,000      98,000    0.0000         -       -       0.0000
-ollama_cloud  2025-04     1,500      12  9,000,000   2,000,000  120.0000  120.0000  100.0%     120.0000  OVER
-openai        2025-04       120       3  1,234,567      89,012   64.5001   80.0000   80.6%     129.0002  WARN"""  # noqa: E501  (the exact table, one row per line)
+provider      month    requests  errors  cache hit %  tokens in  tokens out   spend $  budget $  used %  projected $  flag
+local_ollama  2025-04       340       0         0.0%    512,000      98,000    0.0000         -       -       0.0000
+ollama_cloud  2025-04     1,500      12         0.0%  9,000,000   2,000,000  120.0000  120.0000  100.0%     120.0000  OVER
+openai        2025-04       120       3        25.0%  1,234,567      89,012   64.5001   80.0000   80.6%     129.0002  WARN"""  # noqa: E501  (the exact table, one row per line)
 CSV = """\
-provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,spend_usd,budget_usd,projected_usd,share_used,warn,flag
-local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0.0,,0.0,,False,
-ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,120.0,120.0,120.0,1.0,True,OVER
-openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,64.500123,80.0,129.000246,0.8062515375,True,WARN
+provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,cache_hits,spend_usd,budget_usd,projected_usd,share_used,warn,flag,hit_ratio
+local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0,0.0,,0.0,,False,,0.0
+ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,0,120.0,120.0,120.0,1.0,True,OVER,0.0
+openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,30,64.500123,80.0,129.000246,0.8062515375,True,WARN,0.25
 """
 LIGHT_MODULES = ("ledger", "reports", "migrations", "ledger_base", "budget", "_sqlite")
 ALLOWED_IMPORTS = {
     "structlog",
     "aegis_proxy._sqlite",
     "aegis_proxy.budget",
+    "aegis_proxy.config",  # budget.py: under TYPE_CHECKING only, never imported at run time
     "aegis_proxy.errors",
     "aegis_proxy.ledger_base",
     "aegis_proxy.ledger_pg",  # inside open_ledger, for postgresql:// URLs only
@@ -95,6 +96,15 @@ def test_summary_json_is_exact() -> None:
     assert (openai["share_used"], openai["warn"], openai["flag"]) == (0.8062515375, True, "WARN")
     assert (cloud["share_used"], cloud["flag"]) == (1.0, "OVER")
     assert (local["budget_usd"], local["share_used"], local["flag"]) == (None, None, "")
+    assert (openai["cache_hits"], openai["hit_ratio"]) == (30, 0.25)
+
+
+def test_hit_ratio_is_none_without_served_attempts() -> None:
+    """A provider with no served attempt has no hit ratio: '-' in the table, null in JSON."""
+    idle = ProviderMonth("anthropic", "2025-04", 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5000)
+    assert idle.hit_ratio is None
+    assert render_summary([idle], "table").splitlines()[1].split()[4] == "-"
+    assert json.loads(render_summary([idle], "json"))[0]["hit_ratio"] is None
 
 
 def test_monthly_summary_counts_and_projects_this_month(tmp_path: Path) -> None:

@@ -230,14 +230,22 @@ async def test_pii_request_span_names_entity_types_only(
     assert "jane.doe" not in dumped
 
 
-async def cancel_one(proxy: AegisLLMProxy, rig: Rig) -> None:
-    """Start a request at the (delayed) local provider and cancel it mid-call."""
-    seen = len(rig.local.chat_requests())
-    task = asyncio.create_task(proxy.acompletion(HELLO))
-    await wait_for(lambda: len(rig.local.chat_requests()) > seen)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+async def leave_in_flight(proxy: AegisLLMProxy, rig: Rig) -> asyncio.Task[object]:
+    """Start a request whose first attempt fails and whose fallback hangs; leave it running."""
+    rig.openai.add_fault(Fault.status(500))
+    rig.cheap.add_fault(Fault.delay(5.0))
+    seen = len(rig.cheap.chat_requests())
+    task: asyncio.Task[object] = asyncio.create_task(
+        proxy.acompletion(HELLO, CRITICAL, max_tokens=8)
+    )
+    await wait_for(lambda: len(rig.cheap.chat_requests()) > seen)
+    return task
+
+
+async def stop(tasks: list[asyncio.Task[object]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -251,40 +259,40 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 async def test_unfinished_requests_are_flushed_when_the_buffer_is_full(
     rig: Rig, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
-    """A request that never finishes is exported as a root span once the buffer is full."""
-    rig.local.add_fault(Fault.delay(5.0), times=2)
+    """A request still unfinished is exported as a root span once the buffer is full."""
     observer = OTelObserver(tracer_provider, max_pending=1)
     async with rig.proxy() as proxy:
         observer.bind(proxy)
-        await cancel_one(proxy, rig)
+        tasks = [await leave_in_flight(proxy, rig)]
         assert exporter.get_finished_spans() == ()
-        await cancel_one(proxy, rig)
-    [orphan] = exporter.get_finished_spans()
+        tasks.append(await leave_in_flight(proxy, rig))
+        [orphan] = exporter.get_finished_spans()
+        assert observer.pending() == 1
+        await stop(tasks)
     assert orphan.parent is None
     assert orphan.kind is SpanKind.CLIENT
     attributes = dict(orphan.attributes or {})
-    assert attributes["aegis.attempt.outcome"] == "cancelled"
-    first, _second = rows(rig)
-    assert first["request_id"] == attributes["aegis.request_id"]
-    assert observer.pending() == 1
+    assert attributes["aegis.attempt.outcome"] == "error"
+    assert rows(rig)[0]["request_id"] == attributes["aegis.request_id"]
 
 
 async def test_unfinished_request_is_flushed_when_it_ages_out(
     rig: Rig, tracer_provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     """A request older than max_age_s is flushed by the next attempt of another request."""
-    rig.local.add_fault(Fault.delay(5.0))
     observer = OTelObserver(tracer_provider, max_age_s=0.0)
     async with rig.proxy() as proxy:
         observer.bind(proxy)
-        await cancel_one(proxy, rig)
+        task = await leave_in_flight(proxy, rig)
         await asyncio.sleep(0.01)
-        await proxy.acompletion(HELLO, CRITICAL, max_tokens=8)
-    spans = exporter.get_finished_spans()
+        await proxy.acompletion(HELLO, max_tokens=8)
+        spans = exporter.get_finished_spans()
+        pending = observer.pending()
+        await stop([task])
     [orphan] = [s for s in spans if s.parent is None and s.name != "aegis.request"]
-    assert dict(orphan.attributes or {})["aegis.attempt.outcome"] == "cancelled"
+    assert dict(orphan.attributes or {})["aegis.attempt.outcome"] == "error"
     assert len(spans) == 3
-    assert observer.pending() == 0
+    assert pending == 0
 
 
 def test_missing_extra_fails_with_a_clear_message() -> None:
