@@ -7,7 +7,8 @@ What must always hold:
   served to another user (a PII request without a user_id is not cached at all);
 - entries expire after their TTL; an expired entry is never served;
 - the cache keeps response text, so it lives in its own file (never in the ledger, which
-  holds no content), is off unless configured, and can be wiped with ``clear()``.
+  holds no content), is off unless configured, and can be wiped with ``clear()``;
+- a cache that cannot be read or written is a miss, never a failed request.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from aegis_proxy.config import AegisConfig, CacheConfig
+
+log = structlog.get_logger("aegis_proxy.cache")
+
+DEFAULT_FILE = "response_cache.db"
+_SQLITE_URL = "sqlite:///"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS response_cache (
@@ -51,6 +62,40 @@ def cache_key(
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def scoped_key(
+    provider: str,
+    model: str,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    contains_pii: bool,
+    user_id: str | None,
+) -> str | None:
+    """The key of a cacheable request; None when it must not be cached.
+
+    A request holding personal data is keyed to its ``user_id``, so its answer is never
+    served to another user; without a ``user_id`` it is not cached at all.
+    """
+    if not cacheable(params) or (contains_pii and not user_id):
+        return None
+    return cache_key(provider, model, messages, params, user_id if contains_pii else None)
+
+
+def effective_ttl(config: CacheConfig, rule_ttl_s: float | None) -> float:
+    """Seconds an answer on this route is kept: the rule's TTL, else the config's; 0 = never."""
+    if not config.enabled:
+        return 0.0
+    return config.ttl_s if rule_ttl_s is None else rule_ttl_s
+
+
+def cache_path(config: AegisConfig) -> Path:
+    """``cache.path``, else ``response_cache.db`` in the folder of the SQLite ledger file."""
+    if config.cache.path:
+        return Path(config.cache.path)
+    url = config.ledger.url
+    ledger = url.removeprefix(_SQLITE_URL) if url and url.startswith(_SQLITE_URL) else None
+    return Path(ledger or config.ledger.path).parent / DEFAULT_FILE
+
+
 class ResponseCache:
     """A key -> ChatCompletion JSON store with expiry; safe across threads and processes."""
 
@@ -68,23 +113,30 @@ class ResponseCache:
     def get(self, key: str, now: float | None = None) -> dict[str, Any] | None:
         """The cached response for ``key``, unless absent or expired."""
         moment = time.time() if now is None else now
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT response FROM response_cache WHERE key = ? AND expires_at > ?",
-                (key, moment),
-            ).fetchone()
+        try:
+            with self._lock:
+                row = self._conn.execute(
+                    "SELECT response FROM response_cache WHERE key = ? AND expires_at > ?",
+                    (key, moment),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            log.warning("response_cache_failed", operation="get", error_type=type(exc).__name__)
+            return None
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, response: dict[str, Any], ttl_s: float) -> None:
         """Store ``response`` under ``key`` for ``ttl_s`` seconds (and drop expired ones)."""
         now = time.time()
         text = json.dumps(response, default=str)
-        with self._lock:
-            self._conn.execute("DELETE FROM response_cache WHERE expires_at <= ?", (now,))
-            self._conn.execute(
-                "INSERT OR REPLACE INTO response_cache VALUES (?, ?, ?, ?)",
-                (key, text, now, now + ttl_s),
-            )
+        try:
+            with self._lock:
+                self._conn.execute("DELETE FROM response_cache WHERE expires_at <= ?", (now,))
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO response_cache VALUES (?, ?, ?, ?)",
+                    (key, text, now, now + ttl_s),
+                )
+        except sqlite3.Error as exc:
+            log.warning("response_cache_failed", operation="put", error_type=type(exc).__name__)
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""

@@ -149,11 +149,47 @@ class RoutingConfig(_Strict):
     _entries = field_validator("default", mode="before")(_route_entries)
 
 
+def _compiles(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return pattern
+
+
+class RecognizerConfig(_Strict):
+    """An extra regex recognizer; with ``context``, a match counts only near one of its words."""
+
+    name: str = Field(pattern=r"^[A-Z][A-Z0-9_]*$")  # the entity type it reports
+    pattern: str = Field(min_length=1)
+    context: list[str] = []
+    context_window: int = Field(default=40, ge=1, le=1000)
+
+    _valid = field_validator("pattern")(_compiles)
+
+
+def _allow_entries(entries: list[str]) -> list[str]:
+    """``re:<regex>`` must compile; plain values and ``*`` globs are taken as written."""
+    for index, entry in enumerate(entries):
+        if entry.startswith("re:"):
+            try:
+                _compiles(entry[3:])
+            except ValueError as exc:
+                raise ValueError(f"entry {index} ({entry!r}): {exc}") from None
+    return entries
+
+
 class PrivacyConfig(_Strict):
     pii_action: Literal["route_local", "redact", "block"] = "route_local"
     # Images cannot be scanned: by default they count as personal data (local only).
     images: Literal["local_only", "allow_cloud"] = "local_only"
     entities: list[str] | None = None  # None: every supported entity type counts
+    # Values that never count: exact values, "*" globs ("*@ourcompany.example"), "re:<regex>".
+    allow: list[str] = []
+    recognizers: list[RecognizerConfig] = []
+    ner: Literal["none", "presidio"] = "none"  # "presidio": aegis_proxy.pii_ner, fail closed
+
+    _allow = field_validator("allow")(_allow_entries)
 
 
 class LedgerConfig(_Strict):
@@ -196,6 +232,18 @@ class DiscoveryConfig(_Strict):
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
+class CacheConfig(_Strict):
+    """The response cache: off unless enabled, since it keeps response text (the ledger does not).
+
+    ``ttl_s`` applies to every route; a rule's ``cache_ttl_s`` overrides it (0: not cached).
+    ``path`` defaults to ``response_cache.db`` in the ledger file's folder.
+    """
+
+    enabled: bool = False
+    ttl_s: float = Field(default=3600.0, ge=0)
+    path: str | None = None
+
+
 class AegisConfig(_Strict):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     routing: RoutingConfig
@@ -204,6 +252,7 @@ class AegisConfig(_Strict):
     budgets: BudgetsConfig = BudgetsConfig()
     resilience: ResilienceConfig = ResilienceConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
+    cache: CacheConfig = CacheConfig()
     source: str = "<memory>"
 
 

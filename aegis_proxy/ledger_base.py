@@ -75,6 +75,8 @@ class AttemptOutcome:
     counted: bool = False
     error_type: str | None = None
     ttft_ms: float | None = None
+    cache_hit: bool = False
+    """Served from the response cache: no provider call, cost 0."""
 
 
 class LedgerBackend(Protocol):
@@ -163,6 +165,7 @@ def outcome_params(o: AttemptOutcome) -> tuple[object, ...]:
     return (
         o.status, o.error_type, o.input_tokens, o.output_tokens, o.cached_input_tokens,
         o.reasoning_tokens, int(o.counted), o.cost_micros, o.latency_ms, o.ttft_ms,
+        int(o.cache_hit),
     )  # fmt: skip
 
 
@@ -170,7 +173,7 @@ def counter_deltas(o: AttemptOutcome) -> tuple[int, ...]:
     """What a settle adds to the usage counters after (spent, reserved)."""
     flags = (int(o.status == "ok"), int(o.status == "error"), int(o.status == "cancelled"))
     tokens = (o.input_tokens, o.output_tokens, o.cached_input_tokens, o.reasoning_tokens)
-    return flags + tokens
+    return (*flags, *tokens, int(o.cache_hit))
 
 
 def settle_delta(outcome: AttemptOutcome, status: str, reserved: int) -> tuple[int, ...]:

@@ -50,7 +50,9 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 NONE = "none"  # the provider/model label of a request no provider served
-_ATTEMPT_OUTCOMES = frozenset({"ok", "error", "cancelled", "skipped", "budget_exceeded"})
+_ATTEMPT_OUTCOMES = frozenset(
+    {"ok", "error", "cancelled", "skipped", "budget_exceeded", "ledger_unavailable", "cache_hit"}
+)
 _ERROR_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _SKIP_CATEGORIES = (  # a fragment of Attempt.reason -> its category, first match wins
     ("circuit breaker", "breaker"),
@@ -253,7 +255,7 @@ def skip_category(reason: str | None) -> str:
 
 def reason_of(attempt: Attempt) -> str:
     """Why an attempt did not serve: an error kind, a skip category, or '' when it did."""
-    if attempt.outcome == "ok":
+    if attempt.outcome in ("ok", "cache_hit"):
         return ""
     if attempt.outcome == "budget_exceeded":
         return "budget"

@@ -6,7 +6,10 @@ recorded in ``_migrations``. What must always hold:
 
 - ``apply_migrations`` runs inside the caller's ``BEGIN IMMEDIATE``: two processes opening a
   new file at once apply each migration exactly once (the second waits, then finds it done);
-- a migration that has shipped is never edited; a change is a new migration;
+- a migration that has shipped is never edited; a change is a new migration. A migration
+  reads only its own frozen constants (``M002_COUNTERS``, ``_M002_REBUILD_USAGE``), never
+  the latest statements at the end, which may name columns a later migration adds;
+- a new migration is safe to run twice (``IF NOT EXISTS``, or a look at the columns);
 - ``budget_usage`` always equals what ``rebuild_usage`` computes from ``requests``: each
   provider and period ('YYYY-MM' and 'YYYY-MM-DD') holds the spend of settled rows, the
   reservations of pending rows, and the counters the monthly summary reads in O(1).
@@ -22,7 +25,7 @@ Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 """Every migration in the order it is applied."""
 
-USAGE_COUNTERS = (
+M002_COUNTERS = (
     "ok_count",
     "error_count",
     "cancelled_count",
@@ -31,7 +34,8 @@ USAGE_COUNTERS = (
     "cached_input_tokens",
     "reasoning_tokens",
 )
-"""Columns of ``budget_usage`` added by m002, in the order ``Ledger`` writes them."""
+USAGE_COUNTERS = (*M002_COUNTERS, "cache_hits")
+"""Counter columns of ``budget_usage`` (m002, m003), in the order ``Ledger`` writes them."""
 
 
 def migration(function: Migration) -> Migration:
@@ -123,12 +127,30 @@ def m001_initial(conn: sqlite3.Connection) -> None:
 @migration
 def m002_usage_counters(conn: sqlite3.Connection) -> None:
     """Counters per provider and period, so the monthly summary never scans the rows."""
-    for column in USAGE_COUNTERS:
+    for column in M002_COUNTERS:
         conn.execute(f"ALTER TABLE budget_usage ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
-    rebuild_usage(conn)
+    conn.execute("DELETE FROM budget_usage")
+    conn.execute(_M002_REBUILD_USAGE)
 
 
-_REBUILD_USAGE = """
+@migration
+def m003_cache_hit(conn: sqlite3.Connection) -> None:
+    """Mark the rows the response cache served, and count them per provider and period.
+
+    Every earlier row is no hit, so the new counters start right at 0: no rebuild.
+    """
+    _add_column(conn, "requests", "cache_hit INTEGER NOT NULL DEFAULT 0")
+    _add_column(conn, "budget_usage", "cache_hits INTEGER NOT NULL DEFAULT 0")
+
+
+def _add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:
+    """``ALTER TABLE table ADD COLUMN definition`` unless the column is there already."""
+    name = definition.split()[0]
+    if name not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {definition}")
+
+
+_M002_REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
     reasoning_tokens)
@@ -147,13 +169,30 @@ GROUP BY provider, bucket
 
 # -- Statements over the latest schema, kept next to it so one change updates both. --
 
-USAGE_WIDTH = 9
+_REBUILD_USAGE = """
+INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
+    error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
+    reasoning_tokens, cache_hits)
+SELECT provider, bucket, sum(cost_micros),
+    sum(CASE WHEN status = 'pending' THEN reserved_micros ELSE 0 END),
+    sum(status = 'ok'), sum(status = 'error'), sum(status = 'cancelled'),
+    sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(reasoning_tokens),
+    sum(cache_hit)
+FROM (
+    SELECT period AS bucket, * FROM requests
+    UNION ALL
+    SELECT substr(timestamp, 1, 10) AS bucket, * FROM requests
+)
+GROUP BY provider, bucket
+"""
+
+USAGE_WIDTH = 10
 """Deltas ``ADD_USAGE`` takes per period: spent, reserved, then ``USAGE_COUNTERS``."""
 ADD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
-    reasoning_tokens)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    reasoning_tokens, cache_hits)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (provider, period) DO UPDATE SET
     spent_micros = spent_micros + excluded.spent_micros,
     reserved_micros = reserved_micros + excluded.reserved_micros,
@@ -163,7 +202,8 @@ ON CONFLICT (provider, period) DO UPDATE SET
     input_tokens = input_tokens + excluded.input_tokens,
     output_tokens = output_tokens + excluded.output_tokens,
     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
-    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cache_hits = cache_hits + excluded.cache_hits
 RETURNING period, spent_micros, reserved_micros
 """
 INSERT_ROW = (
@@ -178,7 +218,7 @@ SELECT_FOR_SETTLE = (
 SETTLE_ROW = (
     "UPDATE requests SET status = ?, error_type = ?, input_tokens = ?, output_tokens = ?,"
     " cached_input_tokens = ?, reasoning_tokens = ?, counted = ?, cost_micros = ?,"
-    " latency_ms = ?, ttft_ms = ?, settled_at = ? WHERE id = ?"
+    " latency_ms = ?, ttft_ms = ?, cache_hit = ?, settled_at = ? WHERE id = ?"
 )
 USAGE_OF = (
     "SELECT spent_micros, reserved_micros FROM budget_usage WHERE provider = ? AND period = ?"
@@ -195,7 +235,7 @@ PENDING_OF_PID = (
 EXPIRE_ROW = "UPDATE requests SET status = 'expired', error_type = ? WHERE id = ?"
 SUMMARY_USAGE = (
     "SELECT provider, spent_micros, reserved_micros, ok_count, error_count, cancelled_count,"
-    " input_tokens, output_tokens, cached_input_tokens, reasoning_tokens"
+    " input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cache_hits"
     " FROM budget_usage WHERE period = ?"
 )
 SUMMARY_OPEN = (  # few rows are pending or expired: never scan the month through its index

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aegis_proxy import migrations as lite
-from aegis_proxy.migrations import USAGE_COUNTERS, USAGE_WIDTH
+from aegis_proxy.migrations import M002_COUNTERS, USAGE_COUNTERS, USAGE_WIDTH
 
 if TYPE_CHECKING:
     from aegis_proxy._postgres import Connection
@@ -128,9 +128,25 @@ def m001_initial(conn: Connection) -> None:
 @migration
 def m002_usage_counters(conn: Connection) -> None:
     """Counters per provider and period, so the monthly summary never scans the rows."""
-    for column in USAGE_COUNTERS:
+    for column in M002_COUNTERS:
         conn.execute(f"ALTER TABLE budget_usage ADD COLUMN {column} BIGINT NOT NULL DEFAULT 0")
-    rebuild_usage(conn)
+    conn.execute("LOCK TABLE budget_usage IN EXCLUSIVE MODE")
+    conn.execute("DELETE FROM budget_usage")
+    conn.execute(_M002_REBUILD_USAGE)
+
+
+@migration
+def m003_cache_hit(conn: Connection) -> None:
+    """Mark the rows the response cache served, and count them per provider and period.
+
+    Every earlier row is no hit, so the new counters start right at 0: no rebuild.
+    """
+    conn.execute(
+        "ALTER TABLE requests ADD COLUMN IF NOT EXISTS cache_hit INTEGER NOT NULL DEFAULT 0"
+    )
+    conn.execute(
+        "ALTER TABLE budget_usage ADD COLUMN IF NOT EXISTS cache_hits BIGINT NOT NULL DEFAULT 0"
+    )
 
 
 def _pg(statement: str) -> str:
@@ -138,7 +154,7 @@ def _pg(statement: str) -> str:
     return statement.replace("?", "%s")
 
 
-_REBUILD_USAGE = """
+_M002_REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
     reasoning_tokens)
@@ -157,6 +173,24 @@ GROUP BY provider, bucket
 
 
 # -- Statements over the latest schema: the SQLite ones where the dialects agree. --
+
+_REBUILD_USAGE = """
+INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
+    error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
+    reasoning_tokens, cache_hits)
+SELECT provider, bucket, sum(cost_micros),
+    sum(CASE WHEN status = 'pending' THEN reserved_micros ELSE 0 END),
+    count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'error'),
+    count(*) FILTER (WHERE status = 'cancelled'),
+    sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(reasoning_tokens),
+    sum(cache_hit)
+FROM (
+    SELECT period AS bucket, * FROM requests
+    UNION ALL
+    SELECT substr(timestamp, 1, 10) AS bucket, * FROM requests
+) AS buckets
+GROUP BY provider, bucket
+"""
 
 _SUMMED = ("spent_micros", "reserved_micros", *USAGE_COUNTERS)
 ADD_USAGE = (  # as in SQLite, with the target table named in SET as PostgreSQL wants

@@ -170,16 +170,99 @@ def _fold_char(char: str) -> str:
     return char if digit is None else str(digit)
 
 
-class PiiDetector:
-    """Finds personal data; ``entities`` limits which types count (default: all)."""
+@dataclass(frozen=True, slots=True)
+class Recognizer:
+    """An extra regex recognizer (from config); ``name`` is the entity type it reports.
 
-    def __init__(self, entities: Iterable[str] | None = None) -> None:
+    With ``context`` words, a match counts only when one of them (case-insensitive, whole
+    word) appears within ``context_window`` characters before or after it.
+    """
+
+    name: str
+    pattern: str
+    context: tuple[str, ...] = ()
+    context_window: int = 40
+
+
+class _Compiled:
+    """A ``Recognizer`` ready to run: its pattern and context words compiled once."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        try:
+            self.pattern = re.compile(recognizer.pattern)
+        except re.error as exc:
+            raise ValueError(f"recognizer {recognizer.name!r}: bad pattern: {exc}") from exc
+        words = "|".join(re.escape(word.lower()) for word in recognizer.context)
+        self.context = re.compile(rf"(?<!\w)(?:{words})(?!\w)") if words else None
+        self.name, self.window = recognizer.name, recognizer.context_window
+
+    def run(self, text: str, found: list[tuple[str, int, int]]) -> None:
+        for match in self.pattern.finditer(text):
+            start, end = match.span()
+            if end == start:
+                continue
+            window = text[max(0, start - self.window) : end + self.window].lower()
+            if self.context is None or self.context.search(window):
+                found.append((self.name, start, end))
+
+
+class AllowList:
+    """Values that never count: exact values, ``*`` globs, or ``re:<regex>`` (full match).
+
+    Exact values compare digits only when they hold no letter (so "4111-1111-1111-1111"
+    allows "4111 1111 1111 1111"), else case-insensitively without spaces and dashes.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.exact: set[str] = set()
+        patterns: list[str] = []
+        for entry in entries:
+            if entry.startswith("re:"):
+                patterns.append(f"(?:{entry[3:]})")
+            elif "*" in entry:
+                patterns.append("(?i:" + ".*".join(map(re.escape, entry.split("*"))) + ")")
+            else:
+                self.exact.add(_allow_key(entry))
+        try:
+            self.pattern = re.compile("|".join(patterns)) if patterns else None
+        except re.error as exc:
+            raise ValueError(f"allow: bad pattern: {exc}") from exc
+
+    def allows(self, value: str) -> bool:
+        if _allow_key(value) in self.exact:
+            return True
+        return self.pattern is not None and self.pattern.fullmatch(value) is not None
+
+
+def _allow_key(value: str) -> str:
+    if not any(char.isalpha() for char in value):
+        return "".join(char for char in value if char.isdigit())
+    return "".join(value.split()).replace("-", "").casefold()
+
+
+class PiiDetector:
+    """Finds personal data; ``entities`` limits which types count (default: all).
+
+    ``allow`` lists values that never count (see ``AllowList``); ``recognizers`` add
+    entity types of their own, which always count.
+    """
+
+    def __init__(
+        self,
+        entities: Iterable[str] | None = None,
+        *,
+        allow: Iterable[str] = (),
+        recognizers: Iterable[Recognizer] = (),
+    ) -> None:
         chosen = ENTITY_TYPES if entities is None else frozenset(entities)
         if unknown := chosen - ENTITY_TYPES:
             known = ", ".join(sorted(ENTITY_TYPES))
             raise ValueError(f"unknown PII entity type(s) {sorted(unknown)}; known: {known}")
         self.entities = chosen
         self._passes = tuple((digit, run) for types, digit, run in pat.PASSES if types & chosen)
+        allow = tuple(allow)
+        self._allow = AllowList(allow) if allow else None
+        self._recognizers = tuple(_Compiled(recognizer) for recognizer in recognizers)
 
     def scan_text(self, text: str) -> list[PiiMatch]:
         """Every value found in ``text``, in order, with offsets into ``text`` itself."""
@@ -191,9 +274,14 @@ class PiiDetector:
                 run(scan)
         if scan.pending:
             pat.settle_context(scan)
+        for recognizer in self._recognizers:
+            recognizer.run(folded.text, scan.found)
+        kept = _resolve(scan.found)
+        if self._allow is not None:
+            kept = [item for item in kept if not self._allow.allows(folded.text[item[1] : item[2]])]
         return [
             PiiMatch(kind, folded.original(start), folded.original(end - 1) + 1)
-            for kind, start, end in _resolve(scan.found)
+            for kind, start, end in kept
         ]
 
     def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport:
@@ -219,13 +307,17 @@ class PiiDetector:
 def _resolve(found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
     """Where two matches overlap, keep the higher-priority type; return them in text order."""
     kept: list[tuple[str, int, int]] = []
-    for item in sorted(found, key=lambda item: (item[1], _RANK[item[0]])):
+    for item in sorted(found, key=lambda item: (item[1], _rank(item[0]))):
         if kept and item[1] < kept[-1][2]:
-            if _RANK[item[0]] < _RANK[kept[-1][0]]:
+            if _rank(item[0]) < _rank(kept[-1][0]):
                 kept[-1] = item
             continue
         kept.append(item)
     return kept
+
+
+def _rank(entity_type: str) -> int:
+    return _RANK.get(entity_type, len(_RANK))  # a config recognizer yields to the built-ins
 
 
 # -- walking a request ----------------------------------------------------------------------

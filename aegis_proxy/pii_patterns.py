@@ -135,7 +135,7 @@ NUMERIC_SHAPE = re.compile(  # a digit that starts a token, then 5+ digit-ish by
 NUMBER_VALUE = re.compile(  # at a digit run, or at the '+' / '(' just before it
     r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![.]?[0-9]))"
     r"|(?P<intl>(?:\+|00)[1-9][0-9 ().\-/]*[0-9])"  # +44 20 7946 0958, 0049 30 1234567
-    r"|(?P<card>(?=(?:[0-9][ .-]?){12}[0-9])[0-9]{4,8}(?:[ .-]?[0-9]{3,8}){0,4}(?![0-9]))"
+    r"|(?P<card>(?=(?:[0-9][ .-]? ?){12}[0-9])[0-9]{4,8}(?:[ .-]? ?[0-9]{3,8}){0,4}(?![0-9]))"
     r"|(?P<ssn>[0-9]{3}(?P<u>[- ])[0-9]{2}(?P=u)[0-9]{4}(?![0-9]))"
     r"|(?P<national>\([0-9]{2,5}\)[ .\-]?[0-9]{2,5}(?:[ .\-]?[0-9]{2,5}){0,3}(?![0-9])"
     r"|(?:1[-. ])?[2-9][0-9]{2}(?P<a>[-. ])[0-9]{3}(?P=a)[0-9]{4}(?![0-9])"  # 1-800-555-0199
@@ -234,7 +234,7 @@ def e164_length(number: str) -> int:
 
 # -- IBAN -----------------------------------------------------------------------------------
 IBAN_SHAPE = re.compile(  # found from its check digits: "00" is rarer than a letter
-    rb"00(?:(?<=AA00)(?<!\wAA00)(?: ?[A0]){11,32}|(?<=aa00)(?<!\waa00)(?: ?[a0]){11,32})"
+    rb"00(?:(?<=AA00)(?<!\wAA00)(?:[ \-]?[A0]){11,32}|(?<=aa00)(?<!\waa00)(?:[ \-]?[a0]){11,32})"
 )
 _IBAN_TABLE = (  # country code + IBAN length
     "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 "
@@ -252,7 +252,7 @@ def find_ibans(scan: Scan) -> None:
         start = match.start() - 2
         length, kept = _IBAN_LENGTHS.get(scan.text[start : start + 2].upper()), 0
         for index in range(start, match.end()):  # the candidate may run on past the IBAN
-            kept += scan.text[index] != " "
+            kept += scan.text[index] not in " -"
             if kept == length:
                 if iban_valid(scan.text[start : index + 1]):
                     scan.add("IBAN", start, index + 1)
@@ -260,8 +260,8 @@ def find_ibans(scan: Scan) -> None:
 
 
 def iban_valid(iban: str) -> bool:
-    """Whether an IBAN (spaces allowed) has its country's length and passes mod-97."""
-    iban = iban.replace(" ", "").upper()
+    """Whether an IBAN (spaces or dashes allowed) has its country's length and passes mod-97."""
+    iban = iban.replace(" ", "").replace("-", "").upper()
     if _IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit() or not iban.isalnum():
         return False
     return int("".join(str(int(char, 36)) for char in iban[4:] + iban[:4])) % 97 == 1
@@ -297,7 +297,7 @@ _CONTEXT_WORDS = {
     " geburtstag, nacimiento, naissance, nascita, nato, nata, nascimento",
     "ssn": "ssn, social security",
     "phone": "phone, tel, telephone, téléphone, telefon, telefono, teléfono, mobile, mobil, cell,"
-    " cellphone, fax, whatsapp, handy, portable, móvil",
+    " cellphone, fax, whatsapp, handy, portable, móvil, llámame, chiamami, appelez, anrufen",
     "id": "passport, passeport, reisepass, pasaporte, passaporto, id number, id no, id nr, id card,"
     " id-nr, id-card, id#, identity, identification, identité, identidad, national id, tax id,"
     " tax number, taxpayer, tin, driver's license, drivers license, driver license,"

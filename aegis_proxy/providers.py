@@ -178,6 +178,13 @@ class ProviderClient:
             await _close_client(client)
 
 
+def completion_from_json(data: dict[str, Any]) -> ChatCompletion:
+    """A ChatCompletion rebuilt from its JSON (a cached answer)."""
+    from any_llm.types.completion import ChatCompletion
+
+    return ChatCompletion.model_validate(data)
+
+
 def _create_client(config: ProviderConfig) -> Any:
     from any_llm import AnyLLM  # lazy: ~1.5 s import
 

@@ -9,6 +9,10 @@ Data flows one way: request -> classify (pii) -> decide (policy) -> reserve (led
   the attempt's cost; a refused reservation moves on to the next provider;
 - ledger: every attempt that reaches a provider is one ledger row, settled exactly once
   with its outcome (ok, error, cancelled), whatever happens;
+- cache: a deterministic request may be answered from the response cache (when enabled)
+  only after the candidate passed every check a call would (privacy first); a hit is one
+  ledger row at cost 0 marked ``cache_hit``, and a PII answer is never served to another
+  user (see ``aegis_proxy.cache``);
 - no request outlives its deadline; nothing here logs prompt text, response text or keys.
 """
 
@@ -19,18 +23,19 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
+from aegis_proxy.cache import ResponseCache, cache_path, cacheable, effective_ttl, scoped_key
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
-from aegis_proxy.providers import ProviderClient
+from aegis_proxy.providers import ProviderClient, completion_from_json
 from aegis_proxy.redaction import ChunkRestorer, Redaction, restore_message
 from aegis_proxy.request import (
     AegisRecord,
@@ -59,6 +64,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+@dataclass(slots=True)
+class _CacheHit(Call):
+    """An attempt served from the response cache: no provider call, no cost."""
+
+    answer: ChatCompletion | None = None
+
+
 class AegisLLMProxy:
     """The policy layer: one instance per config, shared by every node of an application."""
 
@@ -75,6 +87,7 @@ class AegisLLMProxy:
         self._rt = build_runtime(config, detector=detector)
         self._retired: list[ProviderClient] = []
         self._ledger = ledger
+        self._cache: ResponseCache | None = None
         self._watcher: asyncio.Task[None] | None = None
 
     @property
@@ -98,6 +111,13 @@ class AegisLLMProxy:
             where = self.config.ledger.url or self.config.ledger.path
             self._ledger = open_ledger(where, reservation_ttl_s=ttl)
         return self._ledger
+
+    @property
+    def response_cache(self) -> ResponseCache:
+        """The response cache file, opened on first use (only used when ``cache.enabled``)."""
+        if self._cache is None:
+            self._cache = ResponseCache(cache_path(self.config))
+        return self._cache
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str]) -> AegisLLMProxy:
@@ -141,7 +161,7 @@ class AegisLLMProxy:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop watching the config; close every provider client and the ledger."""
+        """Stop watching the config; close every provider client, the ledger and the cache."""
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -150,6 +170,8 @@ class AegisLLMProxy:
             await client.aclose()
         if self._ledger is not None:
             self._ledger.close()
+        if self._cache is not None:
+            self._cache.close()
 
     # -- reload -------------------------------------------------------------------------
 
@@ -305,6 +327,8 @@ class AegisLLMProxy:
         return True
 
     async def _complete(self, job: Job, call: Call) -> ChatCompletion:
+        if isinstance(call, _CacheHit) and call.answer is not None:
+            return call.answer
         params = job.sent_params(call.client.config)
         async with asyncio.timeout(call.timeout):
             return await call.client.complete(call.model, job.plan.messages, params)
@@ -312,6 +336,8 @@ class AegisLLMProxy:
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
         self._settle(job, call, "ok", response.usage, response_text(message), None)
+        if not isinstance(call, _CacheHit):
+            self._store(job, call, response)  # as the provider answered: placeholders kept
         if job.plan.redaction is not None:
             for choice in response.choices:
                 restore_message(choice.message, job.plan.redaction)
@@ -349,11 +375,13 @@ class AegisLLMProxy:
             return None
         state = breaker.state
         job.attempts += 1
+        answer = self._cached(job, client, model)
+        free = answer is not None  # a cached answer costs $0: no budget to check
         try:
             row_id = self.ledger.reserve(
                 job.attempt_start(client.name, model),
-                job.reservation(client.config, model),
-                job.rt.budgets[client.name],
+                0 if free else job.reservation(client.config, model),
+                None if free else job.rt.budgets[client.name],
             )
         except (errors.BudgetExceededError, errors.LedgerUnavailableError) as exc:
             # a budget that is spent, or cannot be checked: the next provider serves
@@ -367,6 +395,8 @@ class AegisLLMProxy:
                                     reason=str(exc), breaker=state))  # fmt: skip
             return None
         timeout = _min(client.config.timeout_s, job.remaining())
+        if answer is not None:
+            return _CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
         return Call(client, model, row_id, breaker, state, timeout)
 
     def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
@@ -392,6 +422,36 @@ class AegisLLMProxy:
             return "circuit breaker open"
         return None
 
+    # -- cache --------------------------------------------------------------------------
+
+    def _cache_slot(self, job: Job, client: ProviderClient, model: str) -> tuple[str, float] | None:
+        """(key, TTL) of this attempt's answer in the response cache; None: not cached."""
+        ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
+        if ttl <= 0 or not cacheable(job.params):
+            return None
+        plan, params = job.plan, job.sent_params(client.config)
+        user_id = plan.task.user_id
+        key = scoped_key(client.name, model, plan.messages, params, plan.contains_pii, user_id)
+        return None if key is None else (key, ttl)
+
+    def _cached(self, job: Job, client: ProviderClient, model: str) -> ChatCompletion | None:
+        """The cached answer of this attempt, rebuilt; None on a miss or when not cached."""
+        slot = self._cache_slot(job, client, model)
+        stored = self.response_cache.get(slot[0]) if slot else None
+        if stored is None:
+            return None
+        try:
+            return completion_from_json(stored)
+        except ValueError as exc:  # pydantic's ValidationError: an entry we cannot use
+            log.warning("response_cache_unusable", error_type=type(exc).__name__)
+            return None
+
+    def _store(self, job: Job, call: Call, response: ChatCompletion) -> None:
+        slot = self._cache_slot(job, call.client, call.model)
+        if slot is not None:
+            data = response.model_dump(mode="json", exclude={"aegis"})
+            self.response_cache.put(slot[0], data, slot[1])
+
     # -- settle -------------------------------------------------------------------------
 
     def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
@@ -411,16 +471,22 @@ class AegisLLMProxy:
     ) -> None:
         """Settle the attempt's ledger row once, with real (or counted) tokens and cost."""
         outcome = outcome_of(job, call, status, usage, text, error_type)
+        hit = isinstance(call, _CacheHit)
+        if hit:
+            outcome = replace(outcome, cost_micros=0, cache_hit=True)
         self.ledger.settle(call.row_id, outcome)
         if status == "ok":
-            call.breaker.record_success()
+            if hit:  # a cached answer says nothing of the provider's health
+                call.breaker.release_probe()
+            else:
+                call.breaker.record_success()
             record_success(job.record, call, outcome)
         elif status == "error":
             call.breaker.record_failure()
         attempt = Attempt(
             provider=call.client.name,
             model=call.model,
-            outcome=status,
+            outcome="cache_hit" if hit and status == "ok" else status,
             error_type=error_type,
             latency_ms=round(outcome.latency_ms, 3),
             breaker=call.breaker_state,

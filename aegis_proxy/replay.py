@@ -61,7 +61,11 @@ Entry = tuple[str, Key, int, int, int]
 # from the constants below, never from input (hence the S608 waivers).
 _RANGE = "SELECT min(id), max(id) FROM requests WHERE period = ?"
 _MONTH = "FROM requests WHERE id BETWEEN ? AND ? AND +period = ?"
-_SERVED = "(+status = 'ok' OR (+status = 'cancelled' AND (output_tokens > 0 OR cost_micros > 0)))"
+# a cache hit never reached a provider: neither side counts it (it cost $0 on both)
+_SERVED = (
+    "(NOT cache_hit AND (+status = 'ok'"
+    " OR (+status = 'cancelled' AND (output_tokens > 0 OR cost_micros > 0))))"
+)
 _KEY = "rule, task_type, quality, complexity, batch_size, data_classification, agent, tags"
 _ROWS = (  # the attempt that served each request
     f"SELECT timestamp, json_array({_KEY}, contains_pii{{identity}}), input_tokens,"

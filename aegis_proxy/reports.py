@@ -6,6 +6,7 @@ the standard library (no SDK, tokenizer or pydantic). What must always hold:
 - money is integer micro-dollars and ``Decimal``; it is rounded only for display;
 - a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
   from its warn share on; the projection is linear in the elapsed part of the month;
+- the cache hit ratio is hits / attempts served ('ok', hits included); none without any;
 - exports stream row by row to a text file: a month may hold millions of rows.
 """
 
@@ -28,7 +29,7 @@ UsageRow = tuple[str, int, int]
 
 _MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _TABLE_COLUMNS = (
-    "provider", "month", "requests", "errors", "tokens in", "tokens out",
+    "provider", "month", "requests", "errors", "cache hit %", "tokens in", "tokens out",
     "spend $", "budget $", "used %", "projected $", "flag",
 )  # fmt: skip
 _LEFT_ALIGNED = frozenset({"provider", "month", "flag"})
@@ -58,6 +59,8 @@ class ProviderMonth:
     """Month-end spend at the current pace (the spend itself for a past month)."""
     budget_micros: int | None = None
     warn_share: float = 0.8
+    cache_hits: int = 0
+    """Attempts served from the response cache (at cost 0); counted in ``requests`` too."""
 
     @property
     def spend_usd(self) -> Decimal:
@@ -81,6 +84,11 @@ class ProviderMonth:
         return self.spend_micros / self.budget_micros
 
     @property
+    def hit_ratio(self) -> float | None:
+        """Share of the served attempts that the response cache served; None if none."""
+        return self.cache_hits / self.requests if self.requests else None
+
+    @property
     def warn(self) -> bool:
         share = self.share_used
         return share is not None and share >= self.warn_share
@@ -102,6 +110,7 @@ class ProviderMonth:
         data["share_used"] = self.share_used
         data["warn"] = self.warn
         data["flag"] = self.flag
+        data["hit_ratio"] = self.hit_ratio
         return data
 
 
@@ -143,7 +152,7 @@ def build_summary(
     names = sorted(by_provider.keys() | limits.keys())
     return [
         _provider_month(
-            name, month, now, by_provider.get(name, [0] * 9), counts, limits, warn_shares
+            name, month, now, by_provider.get(name, [0] * 10), counts, limits, warn_shares
         )
         for name in names
     ]
@@ -158,7 +167,7 @@ def _provider_month(
     limits: Mapping[str, int | None],
     warn_shares: Mapping[str, float],
 ) -> ProviderMonth:
-    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning = values
+    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning, hits = values
     return ProviderMonth(
         provider=name,
         month=month,
@@ -176,6 +185,7 @@ def _provider_month(
         projected_micros=project_month_end(spent, month, now),
         budget_micros=limits.get(name),
         warn_share=warn_shares.get(name, 0.8),
+        cache_hits=hits,
     )
 
 
@@ -227,11 +237,13 @@ def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
 def _table_cells(row: ProviderMonth) -> tuple[str, ...]:
     share = row.share_used
     budget = row.budget_usd
+    hits = row.hit_ratio
     return (
         row.provider,
         row.month,
         f"{row.requests:,}",
         f"{row.errors:,}",
+        "-" if hits is None else f"{hits:.1%}",
         f"{row.input_tokens:,}",
         f"{row.output_tokens:,}",
         _money(row.spend_usd),

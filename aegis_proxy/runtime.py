@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aegis_proxy.budget import budget_limits
 from aegis_proxy.ledger import BudgetLimit
-from aegis_proxy.pii import PiiDetector
+from aegis_proxy.pii import PiiDetector, Recognizer
 from aegis_proxy.providers import ProviderClient
 from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
 
@@ -72,7 +72,22 @@ def build_runtime(
 
 
 def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
-    entities = config.privacy.entities
-    if previous is not None and previous.config.privacy.entities == entities:
+    privacy = config.privacy
+    if previous is not None and previous.config.privacy.model_dump(
+        include=_DETECTOR_KEYS
+    ) == privacy.model_dump(include=_DETECTOR_KEYS):
         return previous.detector
-    return PiiDetector(entities=set(entities) if entities is not None else None)
+    recognizers = [
+        Recognizer(item.name, item.pattern, tuple(item.context), item.context_window)
+        for item in privacy.recognizers
+    ]
+    entities = set(privacy.entities) if privacy.entities is not None else None
+    detector = PiiDetector(entities=entities, allow=privacy.allow, recognizers=recognizers)
+    if privacy.ner == "presidio":
+        from aegis_proxy.pii_ner import PresidioDetector  # an optional extra: load on demand
+
+        return PresidioDetector(detector, source=config.source)
+    return detector
+
+
+_DETECTOR_KEYS = {"entities", "allow", "recognizers", "ner"}

@@ -20,8 +20,8 @@ Retry-After, 500, dropped connection, headers later than the timeout, malformed 
 body or stream dropped or stalled after its first chunk). Callers also close some streams
 early. Figures go to stdout and ``bench/results/soak.json``.
 
-Before the measured run, one request per route creates the SDK clients: the first call of
-a process imports any-llm inside its deadline (a known bug, see
+The proxy is entered with ``async with``, which creates the SDK clients before the first
+request (without it the first calls spend their deadline on importing any-llm, see
 ``tests/test_faults.py::test_first_call_of_a_fresh_process_keeps_its_deadline``).
 
 Choices that matter: the per-attempt timeout (5 s) and deadline (15 s) leave room for the
@@ -363,8 +363,6 @@ async def soak(args: argparse.Namespace, providers: Providers, folder: Path) -> 
     lags: list[float] = []
     rss_track: list[float] = []
     async with proxy:
-        prewarm = [(task, "complete") for _, task in TASKS.values()]
-        await run_batch(proxy, prewarm, 1, guard_s, warm)
         warm_n = min(args.warmup, args.requests // 5)
         await run_batch(proxy, request_plan(warm_n, rng), args.concurrency, guard_s, warm)
         gc.collect()

@@ -30,7 +30,13 @@ from aegis_proxy.ledger import (
     current_month,
     open_ledger,
 )
-from aegis_proxy.migrations import MIGRATIONS, apply_migrations, m001_initial
+from aegis_proxy.migrations import (
+    MIGRATIONS,
+    apply_migrations,
+    m001_initial,
+    m002_usage_counters,
+    m003_cache_hit,
+)
 from aegis_proxy.spool import QueuedRow, QueuedSettle, Spool
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -41,7 +47,7 @@ COLUMNS = [
     "data_classification", "tags", "contains_pii", "stream", "status", "error_type",
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "counted",
     "reserved_micros", "cost_micros", "cost_usd", "latency_ms", "ttft_ms", "pid", "host",
-    "expires_at", "settled_at",
+    "expires_at", "settled_at", "cache_hit",
 ]  # fmt: skip
 
 
@@ -109,7 +115,7 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     Ledger(path).close()
     Ledger(path).close()
     names = raw(path, "SELECT name FROM _migrations ORDER BY name")
-    assert names == [("m001_initial",), ("m002_usage_counters",)]
+    assert names == [("m001_initial",), ("m002_usage_counters",), ("m003_cache_hit",)]
 
 
 def test_applying_migrations_twice_applies_nothing_the_second_time() -> None:
@@ -138,9 +144,50 @@ def test_upgrade_backfills_usage_counters_from_rows(tmp_path: Path) -> None:
     conn.close()
     Ledger(path).close()
     assert raw(path, "SELECT * FROM budget_usage ORDER BY period") == [
-        ("openai", "2025-02", 700, 0, 1, 0, 0, 10, 20, 0, 0),
-        ("openai", "2025-02-03", 700, 0, 1, 0, 0, 10, 20, 0, 0),
+        ("openai", "2025-02", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0),
+        ("openai", "2025-02-03", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0),
     ]
+
+
+def test_cache_hit_migration_keeps_rows_and_is_safe_to_run_twice(tmp_path: Path) -> None:
+    """Upgrading a file at m002 adds cache_hit (0 for old rows) and keeps its counters."""
+    path = tmp_path / "ledger.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    m001_initial(conn)
+    conn.execute(
+        "INSERT INTO requests (request_id, attempt, timestamp, period, provider, model,"
+        " query_hash, rule, task_type, quality, complexity, batch_size, data_classification,"
+        " contains_pii, stream, status, input_tokens, output_tokens, cost_micros, pid, host)"
+        " VALUES ('old', 1, '2025-02-03T04:05:06.000+00:00', '2025-02', 'openai', 'gpt-4o',"
+        " 'h', 'r', 'general', 'standard', 'medium', 1, 'internal', 0, 0, 'ok', 10, 20, 700,"
+        " 1, 'old-host')"
+    )
+    m002_usage_counters(conn)
+    conn.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("INSERT INTO _migrations VALUES ('m001_initial', '2025-01-01')")
+    conn.execute("INSERT INTO _migrations VALUES ('m002_usage_counters', '2025-01-01')")
+    conn.close()
+    Ledger(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    m003_cache_hit(conn)  # already applied: changes nothing
+    conn.close()
+    assert raw(path, "SELECT cache_hit FROM requests") == [(0,)]
+    assert raw(path, "SELECT spent_micros, ok_count, cache_hits FROM budget_usage") == [
+        (700, 1, 0),
+        (700, 1, 0),
+    ]
+    assert raw(path, "SELECT name FROM _migrations ORDER BY name")[-1] == ("m003_cache_hit",)
+
+
+def test_m002_reads_its_own_frozen_schema(tmp_path: Path) -> None:
+    """m002 runs on a file at m001 although the latest statements name m003's columns."""
+    conn = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    m001_initial(conn)
+    m002_usage_counters(conn)
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(budget_usage)")]
+    conn.close()
+    assert "ok_count" in columns
+    assert "cache_hits" not in columns
 
 
 def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
@@ -156,7 +203,7 @@ def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
     for process in processes:
         process.join(60)
     assert [p.exitcode for p in processes] == [0, 0, 0, 0]
-    assert raw(Path(path), "SELECT count(*) FROM _migrations") == [(2,)]
+    assert raw(Path(path), "SELECT count(*) FROM _migrations") == [(3,)]
     assert raw(Path(path), "SELECT count(*) FROM requests") == [(4,)]
 
 

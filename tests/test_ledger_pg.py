@@ -284,6 +284,26 @@ def test_successful_attempt_is_one_settled_row(target: str) -> None:
     }  # fmt: skip
 
 
+def test_cache_hit_is_marked_counted_and_rebuilt_alike(target: str) -> None:
+    """A cache-hit settle marks its row and the month's counter; a rebuild gives the same."""
+    with open_ledger(target) as ledger:
+        row_id = ledger.reserve(start("hit"), 0, None, NOW)
+        ledger.settle(row_id, AttemptOutcome("ok", 0.4, 120, 30, cache_hit=True), NOW)
+        row_id = ledger.reserve(start("miss"), 5000, BUDGET, NOW)
+        ledger.settle(row_id, AttemptOutcome("ok", 800.0, 120, 30, cost_micros=600), NOW)
+        before = ledger.monthly_summary("2025-03", now=NOW)
+        ledger.rebuild_usage()
+        after = ledger.monthly_summary("2025-03", now=NOW)
+        [hit] = ledger.rows_for_request("hit")
+        [miss] = ledger.rows_for_request("miss")
+    [openai] = before
+    assert (openai.requests, openai.cache_hits, openai.spend_micros) == (2, 1, 600)
+    assert openai.hit_ratio == 0.5
+    assert after == before
+    assert (hit["cache_hit"], hit["cost_micros"], hit["input_tokens"]) == (1, 0, 120)
+    assert miss["cache_hit"] == 0
+
+
 def test_failed_attempt_releases_its_reservation(target: str) -> None:
     """A failed attempt is an 'error' row with zero cost, and its reservation is released."""
     with open_ledger(target) as ledger:
@@ -466,7 +486,22 @@ def test_migrations_are_recorded_once(pg_url: str) -> None:
     open_ledger(pg_url).close()
     open_ledger(pg_url).close()
     names = schema_rows(pg_url, "SELECT name FROM _migrations ORDER BY name")
-    assert names == [("m001_initial",), ("m002_usage_counters",)]
+    assert names == [("m001_initial",), ("m002_usage_counters",), ("m003_cache_hit",)]
+
+
+def test_cache_hit_migration_is_safe_to_run_twice(pg_url: str) -> None:
+    """Running m003 again on a migrated schema changes nothing and raises nothing."""
+    from aegis_proxy.migrations_pg import m003_cache_hit
+
+    open_ledger(pg_url).close()
+    with psycopg.connect(pg_url) as conn:
+        m003_cache_hit(conn)
+    columns = schema_rows(
+        pg_url,
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND column_name IN ('cache_hit', 'cache_hits')",
+    )
+    assert columns == [(2,)]
 
 
 def _open_and_reserve(target: str, number: int, barrier: Any) -> None:
@@ -492,7 +527,7 @@ def test_processes_opening_a_new_ledger_at_once(pg_url: str) -> None:
         rows = list(ledger.export_rows("2025-03"))
         assert [row["error_type"] for row in rows] == ["process_died"] * 4
         assert ledger.budget_state("openai", "2025-03") == (0, 0)
-    assert schema_rows(pg_url, "SELECT count(*) FROM _migrations") == [(2,)]
+    assert schema_rows(pg_url, "SELECT count(*) FROM _migrations") == [(3,)]
 
 
 # -- budgets at any concurrency -----------------------------------------------------------
