@@ -89,6 +89,7 @@ class AegisLLMProxy:
         self._ledger = ledger
         self._cache: ResponseCache | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._warm_lock = asyncio.Lock()
 
     @property
     def config(self) -> AegisConfig:
@@ -144,13 +145,16 @@ class AegisLLMProxy:
         not spend its deadline on a 1.5 s import; the attempt loop does it for its route.
         """
         names = providers if providers is not None else list(self.clients)
-        cold = [
-            self.clients[n]
-            for n in names
-            if not self.clients[n].ready and not self.clients[n].unavailable_reason
-        ]
-        if cold:
-            await asyncio.to_thread(_prepare_all, cold)
+        if all(self.clients[n].ready or self.clients[n].unavailable_reason for n in names):
+            return  # the common case: no lock, no thread
+        async with self._warm_lock:  # concurrent first calls create each client once
+            cold = [
+                self.clients[n]
+                for n in names
+                if not self.clients[n].ready and not self.clients[n].unavailable_reason
+            ]
+            if cold:
+                await asyncio.to_thread(_prepare_all, cold)
 
     async def __aexit__(
         self,
@@ -264,6 +268,8 @@ class AegisLLMProxy:
         validate_params(params)
         rt = self._rt
         plan = self._plan(rt, messages, task)
+        # a process's one-time SDK import happens off the loop and before the deadline clock
+        await self.warm_up([entry.provider for entry in plan.route.candidates])
         deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
         job = Job(
             plan=plan,
@@ -292,7 +298,6 @@ class AegisLLMProxy:
         served: Callable[[Job, Call, T], Awaitable[R]],
     ) -> R:
         """Walk the route: each candidate, retried on curable failures, until one serves."""
-        await self.warm_up([entry.provider for entry in job.plan.route.candidates])
         for entry in job.plan.route.candidates:
             for retry in range(job.rt.retry.retries + 1):
                 call = self._start(job, entry)
