@@ -31,12 +31,13 @@ import structlog
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.cache import ResponseCache, cache_path, cacheable, effective_ttl, scoped_key
+from aegis_proxy.classify import IMAGE, scan_request, try_redact
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
 from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
 from aegis_proxy.providers import ProviderClient, completion_from_json
-from aegis_proxy.redaction import ChunkRestorer, Redaction, restore_message
+from aegis_proxy.redaction import ChunkRestorer, restore_message
 from aegis_proxy.request import (
     AegisRecord,
     Attempt,
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("aegis_proxy")
 
-DETECTION_FAILED = "DETECTION_FAILED"
-IMAGE = "IMAGE"  # an image part: unscannable, so personal data unless images: allow_cloud
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -224,7 +223,7 @@ class AegisLLMProxy:
         config = rt.config
         checked = validate_messages(messages)
         task = task or LLMTask()
-        entities = _scan(rt, checked)
+        entities = scan_request(rt, checked)
         images = has_images(checked)
         if images and config.privacy.images == "local_only":
             entities[IMAGE] = entities.get(IMAGE, 0) + 1
@@ -235,7 +234,7 @@ class AegisLLMProxy:
         if contains_pii:
             if config.privacy.pii_action == "block":
                 raise errors.PrivacyViolationError(sorted(entities), route.providers)
-            redaction = _redact(rt, checked, entities, task)
+            redaction = try_redact(rt, checked, entities, task)
             if redaction is None:
                 route = restrict_to_local(route, config.providers, sorted(entities))
             else:
@@ -539,36 +538,6 @@ class AegisLLMProxy:
                     observer=type(observer).__name__,
                     error_type=type(exc).__name__,
                 )
-
-
-def _redact(
-    rt: Runtime, messages: list[dict[str, Any]], entities: dict[str, int], task: LLMTask
-) -> tuple[Redaction, list[dict[str, Any]]] | None:
-    """Redact for ``pii_action: redact``; None when the request must stay local instead.
-
-    Declared ``pii``, images and detector failures cannot be redacted; and a redacted copy
-    that still scans as PII (a value in a part we do not rewrite) stays local.
-    """
-    unredactable = {IMAGE, DETECTION_FAILED} & entities.keys()
-    if rt.config.privacy.pii_action != "redact" or unredactable:
-        return None
-    if task.data_classification == "pii":
-        return None
-    redaction = Redaction(rt.detector)
-    try:
-        outgoing = redaction.redact_messages(messages)
-    except Exception as exc:  # fail closed: stay local
-        log.error("pii_redaction_failed", error_type=type(exc).__name__)
-        return None
-    return None if _scan(rt, outgoing) else (redaction, outgoing)
-
-
-def _scan(rt: Runtime, messages: list[dict[str, Any]]) -> dict[str, int]:
-    try:
-        return dict(rt.detector.scan_messages(messages).entity_counts)
-    except Exception as exc:  # fail closed: a detector that cannot tell means PII
-        log.error("pii_detection_failed", error_type=type(exc).__name__)
-        return {DETECTION_FAILED: 1}
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:
