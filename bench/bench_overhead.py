@@ -1,9 +1,11 @@
 """Overhead per request: direct any-llm vs AegisLLMProxy vs LiteLLM's Router, same server.
 
-Run: ``python bench/bench_overhead.py [--quick] [--profile]``. Sequential requests to one
-fast loopback server (``fast_server.py``, a separate process), the variants alternating in
-a rotating order so drift (other load, CPU frequency) hits all of them alike. Targets:
-added p50 (proxy - direct) <= 0.3 ms, added p99 <= 1 ms, proxy/direct at p50 <= 1.10.
+Run: ``python bench/bench_overhead.py [--quick] [--profile] [--peer]``. Sequential requests
+to one fast loopback server (``fast_server.py``, a separate process), the variants
+alternating in a rotating order so drift (other load, CPU frequency) hits all of them alike.
+Targets: added p50 (proxy - direct) <= 0.3 ms, added p99 <= 1 ms, proxy/direct at p50 <=
+1.10. ``--peer`` measures LiteLLM's ``Router.acompletion`` against direct any-llm instead,
+in a process of its own (see ``common.contender_calls``).
 
 What must always hold: the proxy call runs the whole path (PII scan, routing, a budget
 reservation on a budgeted provider, a settled row in a SQLite ledger file) and the ledger
@@ -31,47 +33,46 @@ import common as c
 from fast_server import FastServer, server_capacity
 
 
-async def measure(server: FastServer, folder: Path, rounds: int, blocks: int) -> dict[str, Any]:
+async def measure(
+    server: FastServer, folder: Path, rounds: int, blocks: int, peer: bool
+) -> dict[str, Any]:
     """Interleaved blocks of sequential requests; pooled and per-block statistics."""
-    proxy = c.make_proxy(c.proxy_config(server.url, folder / "ledger.db"), folder)
-    client = c.make_anyllm(server.url)
-    router = c.make_litellm_router(server.url)
-    calls = c.variant_calls(proxy, client, router)
-    walls: dict[str, list[float]] = {name: [] for name in calls}
-    cpus: dict[str, list[float]] = {name: [] for name in calls}
+    calls, proxy = c.contender_calls(server.url, folder, peer)
+    name = "litellm" if peer else "proxy"
+    walls: dict[str, list[float]] = {n: [] for n in calls}
+    cpus: dict[str, list[float]] = {n: [] for n in calls}
     per_block = []
     for _ in range(blocks):
         wall, cpu = await c.interleaved(calls, rounds, warmup=50)
-        per_block.append(_added({n: c.summary_ms(s) for n, s in wall.items()}))
-        for name in calls:
-            walls[name].extend(wall[name])
-            cpus[name].extend(cpu[name])
-    await proxy.aclose()
-    stats = {name: c.summary_ms(values) for name, values in walls.items()}
-    cpu_stats = {name: c.summary_ms(values) for name, values in cpus.items()}
-    return {
+        per_block.append(_added({n: c.summary_ms(s) for n, s in wall.items()}, name))
+        for n in calls:
+            walls[n].extend(wall[n])
+            cpus[n].extend(cpu[n])
+    stats = {n: c.summary_ms(values) for n, values in walls.items()}
+    cpu_stats = {n: c.summary_ms(values) for n, values in cpus.items()}
+    result = {
+        "contender": name,
         "variants": stats,
-        **_added(stats),
+        **_added(stats, name),
         "variants_cpu": cpu_stats,
-        "cpu": _added(cpu_stats),
+        "cpu": _added(cpu_stats, name),
         "per_block": per_block,
         "added_p50_spread": c.spread([b["added_p50_ms"] for b in per_block]),
-        "ledger_rows_ok": _ok_rows(folder / "ledger.db"),
-        "proxy_requests": len(walls["proxy"]) + blocks * 50,
     }
-
-
-def _added(stats: dict[str, dict[str, float]]) -> dict[str, Any]:
-    direct, proxy = stats["direct"], stats["proxy"]
-    result = {
-        "added_p50_ms": proxy["p50"] - direct["p50"],
-        "added_p99_ms": proxy["p99"] - direct["p99"],
-        "ratio_p50": proxy["p50"] / direct["p50"],
-    }
-    if "litellm" in stats:
-        result["litellm_added_p50_ms"] = stats["litellm"]["p50"] - direct["p50"]
-        result["litellm_ratio_p50"] = stats["litellm"]["p50"] / direct["p50"]
+    if proxy is not None:
+        await proxy.aclose()
+        result["ledger_rows_ok"] = _ok_rows(folder / "ledger.db")
+        result["proxy_requests"] = len(walls["proxy"]) + blocks * 50
     return result
+
+
+def _added(stats: dict[str, dict[str, float]], name: str) -> dict[str, Any]:
+    direct, other = stats["direct"], stats[name]
+    return {
+        "added_p50_ms": other["p50"] - direct["p50"],
+        "added_p99_ms": other["p99"] - direct["p99"],
+        "ratio_p50": other["p50"] / direct["p50"],
+    }
 
 
 def _ok_rows(path: Path) -> int:
@@ -164,16 +165,17 @@ def _key(frame: Any) -> str | None:
     return f"{module}.{frame.function}"
 
 
-async def run(quick: bool, with_profile: bool) -> dict[str, Any]:
+async def run(quick: bool, with_profile: bool, peer: bool) -> dict[str, Any]:
     rounds, blocks = (300, 2) if quick else (1500, 5)
     with FastServer() as server, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         began = time.perf_counter()
-        result = await measure(server, folder, rounds, blocks)
+        result = await measure(server, folder, rounds, blocks, peer)
         result["seconds"] = time.perf_counter() - began
-        result["breakdown_us"] = breakdown(folder, 200 if quick else 1000)
         result["server_capacity_rps"] = await asyncio.to_thread(server_capacity, server.port)
-        if with_profile:
+        if not peer:
+            result["breakdown_us"] = breakdown(folder, 200 if quick else 1000)
+        if with_profile and not peer:
             result["profile"] = await profile(server, folder, 500 if quick else 2000)
     result["rounds_per_block"], result["blocks"] = rounds, blocks  # per_block holds each
     return result
@@ -183,14 +185,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--peer", action="store_true", help="direct vs LiteLLM, not the proxy")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args()
     c.configure_quiet_logging(args.log_level)
     load = os.getloadavg()
-    result = asyncio.run(run(args.quick, args.profile))
+    result = asyncio.run(run(args.quick, args.profile, args.peer))
     result.update(log_level=args.log_level, loadavg_before=load, loadavg_after=os.getloadavg())
-    name = "overhead" if args.log_level == "warning" else f"overhead_{args.log_level}"
-    print(c.save_json(name, result))
+    print(c.save_json("overhead_litellm" if args.peer else "overhead", result))
 
 
 if __name__ == "__main__":

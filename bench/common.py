@@ -199,10 +199,25 @@ def variant_calls(proxy: Any, client: Any, router: Any) -> dict[str, Call]:
     async def via_litellm() -> Any:
         return await router.acompletion(model="bench", messages=MESSAGES, max_tokens=MAX_TOKENS)
 
-    calls: dict[str, Call] = {"direct": direct, "proxy": via_proxy}
+    calls: dict[str, Call] = {"direct": direct}
+    if proxy is not None:
+        calls["proxy"] = via_proxy
     if router is not None:
         calls["litellm"] = via_litellm
     return calls
+
+
+def contender_calls(server_url: str, folder: Path, peer: bool) -> tuple[dict[str, Call], Any]:
+    """Direct any-llm plus either the proxy or (``peer``) LiteLLM's Router: never both.
+
+    LiteLLM runs callbacks and background tasks on the same event loop, which land inside
+    whatever request runs next; a process that loads it measures every variant slower.
+    So the peer is measured in a process of its own, against its own direct baseline.
+    Returns the calls and the proxy (None for the peer), which the caller closes.
+    """
+    proxy = None if peer else make_proxy(proxy_config(server_url, folder / "ledger.db"), folder)
+    router = make_litellm_router(server_url) if peer else None
+    return variant_calls(proxy, make_anyllm(server_url), router), proxy
 
 
 async def timed(call: Call) -> tuple[float, float]:
