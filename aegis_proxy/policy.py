@@ -77,23 +77,23 @@ def decide_route(routing: RoutingConfig, task: LLMTask, traffic_key: str = "") -
 
 
 def rule_matches(when: RuleWhen, task: LLMTask, traffic_key: str = "") -> bool:
-    """Whether every condition given in ``when`` holds for ``task``."""
+    """Whether every condition given in ``when`` holds for ``task`` (stops at the first miss)."""
     score = task.complexity_score
-    checks = (
-        when.quality is None or task.quality in when.quality,
-        when.complexity is None or task.complexity in when.complexity,
-        when.task_type is None or task.task_type in when.task_type,
-        when.data_classification is None or task.data_classification in when.data_classification,
-        when.agent is None or task.agent in when.agent,
-        when.tags is None or set(when.tags) <= set(task.tags),
-        when.min_batch_size is None or task.batch_size >= when.min_batch_size,
-        when.max_batch_size is None or task.batch_size <= when.max_batch_size,
-        when.min_complexity_score is None or (score or 0) >= when.min_complexity_score,
-        when.max_complexity_score is None or (score or 11) <= when.max_complexity_score,
+    return (
+        (when.quality is None or task.quality in when.quality)
+        and (when.complexity is None or task.complexity in when.complexity)
+        and (when.task_type is None or task.task_type in when.task_type)
+        and (
+            when.data_classification is None or task.data_classification in when.data_classification
+        )
+        and (when.agent is None or task.agent in when.agent)
+        and (when.tags is None or set(when.tags) <= set(task.tags))
+        and (when.min_batch_size is None or task.batch_size >= when.min_batch_size)
+        and (when.max_batch_size is None or task.batch_size <= when.max_batch_size)
+        and (when.min_complexity_score is None or (score or 0) >= when.min_complexity_score)
+        and (when.max_complexity_score is None or (score or 11) <= when.max_complexity_score)
+        and (when.percent is None or _bucket(task.user_id or traffic_key) < when.percent)
     )
-    if not all(checks):
-        return False
-    return when.percent is None or _bucket(task.user_id or traffic_key) < when.percent
 
 
 def _bucket(key: str) -> float:

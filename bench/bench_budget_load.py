@@ -38,6 +38,7 @@ BUDGET_CALLS = 50
 BUDGET = CALL_COST * BUDGET_CALLS
 MAX_TOKENS = 16
 REDIS_URL = "redis://127.0.0.1:6379/9"
+WORKER_LOG = Path(tempfile.gettempdir()) / "aegis_bench_budget_workers.log"  # their stderr
 DELAY_MS = 20.0  # a provider's latency: calls overlap, as they do in production
 
 
@@ -91,9 +92,11 @@ async def litellm_worker(base_url: str, count: int, redis_url: str | None) -> di
         }
     ]
     budget = {"openai": {"budget_limit": float(BUDGET), "time_period": "1d"}}
-    shared = {"redis_url": redis_url} if redis_url else {}
     router = litellm.Router(
-        model_list=model_list, num_retries=0, provider_budget_config=budget, **shared
+        model_list=model_list,
+        num_retries=0,
+        provider_budget_config=budget,
+        redis_url=redis_url,  # None: in-process memory
     )
     _ready()
 
@@ -127,8 +130,7 @@ def _tally(outcomes: list[str]) -> dict[str, Any]:
 
 def run_processes(args_per_worker: list[list[str]]) -> list[dict[str, Any]]:
     """Start the workers, release them together once all are ready, collect their tallies."""
-    c.RESULTS.mkdir(parents=True, exist_ok=True)
-    with (c.RESULTS / "budget_load_workers.log").open("a") as log:
+    with WORKER_LOG.open("a") as log:
         workers = [
             subprocess.Popen(
                 [sys.executable, __file__, *args],
@@ -267,12 +269,12 @@ def reservation_usd() -> Decimal:
 
     if count_tokens(c.MESSAGES) != PROMPT_TOKENS:
         raise AssertionError("fast_server.PROMPT_TOKENS no longer matches the bench prompt")
-    return (input_token_bound(c.MESSAGES) + MAX_TOKENS) * PRICE_PER_MTOK / 1_000_000
+    return Decimal(input_token_bound(c.MESSAGES) + MAX_TOKENS) * PRICE_PER_MTOK / 1_000_000
 
 
 def run(quick: bool) -> dict[str, Any]:
     total = 400 if quick else 1000
-    (c.RESULTS / "budget_load_workers.log").unlink(missing_ok=True)
+    WORKER_LOG.unlink(missing_ok=True)
     redis_url = redis_available()
     result: dict[str, Any] = {
         "reservation_usd": str(reservation_usd()),

@@ -106,7 +106,7 @@ def _sizes(samples: dict[str, list[float]], proxies: dict[str, Any]) -> dict[str
 
 def _growth(sizes: dict[str, Any]) -> float:
     added = [size["added_p50_ms"] for size in sizes.values()]
-    return added[-1] - added[0]
+    return float(added[-1] - added[0])
 
 
 async def rules_family(server: FastServer, folder: Path, rounds: int, blocks: int) -> Any:

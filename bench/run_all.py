@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).absolute().parent))
 import common as c
 
 DOC = c.REPO / "docs" / "benchmarks.md"
-CHILDREN = (  # section, results file, script, extra arguments
+CHILDREN: tuple[tuple[str, str, str, list[str]], ...] = (  # section, results, script, args
     ("overhead", "overhead", "bench_overhead.py", ["--profile"]),
     ("overhead", "overhead_litellm", "bench_overhead.py", ["--peer"]),
     ("throughput", "throughput", "bench_throughput.py", []),
@@ -105,7 +105,7 @@ def _us(samples: list[float]) -> dict[str, float]:
 def _mb_s(scan: Any, text: str, clock: Any) -> float:
     began = clock()
     scan(text)
-    return len(text.encode()) / ((clock() - began) / 1e9) / 1e6
+    return float(len(text.encode()) / ((clock() - began) / 1e9) / 1e6)
 
 
 def _presidio_status() -> str:
@@ -644,10 +644,18 @@ def _throughput_md(r: dict[str, Any]) -> list[str]:
         "",
         *_table(["variant", "median req/s", "min", "max"], body),
         "",
-        f"Proxy/direct per run: {ratios}. Connections the server saw opened per run (after "
+        f"Proxy/direct per run: {ratios} (geometric mean {_geomean(t['per_run_ratio']):.2f}). "
+        "The order rotates, so each variant runs first after the other's burst in half of "
+        "the runs; whichever does runs slower, and the ratios alternate with the order: read "
+        "the median or the geometric mean, not one run. Connections the server saw opened per "
+        "run (after "
         f"the warm-up): {json.dumps(t['connections_opened_per_run'])}; the server's own "
         f"ceiling with a raw-socket client: {t['server_capacity_rps']:,.0f} req/s.",
     ]
+
+
+def _geomean(values: list[float]) -> float:
+    return statistics.geometric_mean(values)
 
 
 def _pii_md(r: dict[str, Any]) -> list[str]:
@@ -828,7 +836,8 @@ def _misses_md(rows: list[Row], r: dict[str, Any]) -> list[str]:
         lines += [*_profile_md(profile), ""]
     groups: dict[str, list[Row]] = {}
     for row in missed:
-        groups.setdefault(FIX_GROUP.get(row["key"], row["key"]), []).append(row)
+        key = str(row["key"])
+        groups.setdefault(FIX_GROUP.get(key, key), []).append(row)
     for group, members in groups.items():
         lines += [f"- {m['figure']}: {m['value']} (target {m['target']})" for m in members]
         lines += ["", FIXES.get(group, "No diagnosis written for this figure yet."), ""]
@@ -968,10 +977,10 @@ FIXES = {
 NOTES = [
     "## Notes",
     "",
-    "- Run it: `python bench/run_all.py` (about 25 minutes on 2 busy cores; `--quick` for a "
-    "few minutes; `--only overhead pii ...` to refresh some sections; `--render-only` to "
-    "rewrite this file from `bench/results/benchmarks.json`). Each section also runs alone: "
-    "`python bench/bench_overhead.py --profile`, `bench_throughput.py`, "
+    "- Run it: `python bench/run_all.py` (12-25 minutes on 2 cores, depending on other work; "
+    "`--quick` for a few minutes; `--only overhead pii ...` to refresh some sections; "
+    "`--render-only` to rewrite this file from `bench/results/benchmarks.json`). Each "
+    "section also runs alone: `python bench/bench_overhead.py --profile`, `bench_throughput.py`, "
     "`bench_budget_load.py`, `bench_growth.py`. None of them runs in the unit suite.",
     "- The fake provider (`bench/fast_server.py`) is a raw asyncio HTTP/1.1 keep-alive "
     "server in its own process answering one canned ChatCompletion with usage; its ceiling "
