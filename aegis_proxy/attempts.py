@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart
+from aegis_proxy.ledger_base import PrivacyDecision
 from aegis_proxy.pricing import cost_micros, count_text_tokens, count_tokens, input_token_bound
 from aegis_proxy.request import AegisRecord, usage_tokens
 
@@ -42,6 +43,7 @@ class Plan:
     images: bool
     query_hash: str  # of the caller's messages: the ledger keeps it instead of text
     redaction: Redaction | None = None
+    privacy: PrivacyDecision | None = None  # None: no personal data
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
@@ -111,6 +113,8 @@ class Job:
             user_id=task.user_id,
             agent=task.agent,
             tags=tuple(task.tags),
+            privacy=self.plan.privacy,
+            provider_local=self.rt.config.providers[provider].local,
         )
 
 

@@ -201,6 +201,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    """Print the month's privacy decisions; exit 1 unless the no-leak proof holds."""
+    from aegis_proxy.audit import audit_month, render_audit
+    from aegis_proxy.ledger import current_month, open_ledger
+
+    where, local = args.ledger, None  # a ledger without a config: old rows unverifiable
+    if args.config or not args.ledger:
+        config = _load(args)
+        where = args.ledger or config.ledger.url or config.ledger.path
+        local = {name for name, provider in config.providers.items() if provider.local}
+    ledger = open_ledger(where)
+    try:
+        audit = audit_month(ledger, args.month or current_month(), local)
+    finally:
+        ledger.close()
+    print(render_audit(audit, args.format))
+    return 0 if audit.proven else 1
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from aegis_proxy.ledger import current_month
     from aegis_proxy.replay import render_simulation, simulate_ledger, simulate_workload
@@ -297,6 +316,7 @@ _COMMANDS: dict[str, tuple[Command, str, Callable[[argparse.ArgumentParser], Non
     "route": (_route, "explain the routing decision for a prompt and a task", _route_args),
     "report": (_report, "spend per provider and month against budgets", _report_args),
     "export": (_export, "export a month's ledger rows (no content)", _export_args),
+    "audit": (_audit, "a month's privacy decisions, and the no-leak proof", _report_args),
     "check-config": (_check_config, "validate a config file and show its providers", _no_args),
     "simulate": (_simulate, "replay a month (or a workload) through a config", _simulate_args),
     "metrics": (_metrics, "serve the ledger's spend vs budgets to Prometheus", _metrics_args),

@@ -179,8 +179,14 @@ def _allow_entries(entries: list[str]) -> list[str]:
     return entries
 
 
+PiiAction = Literal["route_local", "redact", "block"]
+
+
 class PrivacyConfig(_Strict):
-    pii_action: Literal["route_local", "redact", "block"] = "route_local"
+    pii_action: PiiAction = "route_local"
+    # Per entity type, an action other than pii_action ({CREDIT_CARD: block, EMAIL: redact});
+    # a request with several types takes the strictest: block > route_local > redact.
+    entity_actions: dict[str, PiiAction] = {}
     # Images cannot be scanned: by default they count as personal data (local only).
     images: Literal["local_only", "allow_cloud"] = "local_only"
     entities: list[str] | None = None  # None: every supported entity type counts

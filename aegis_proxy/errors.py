@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from decimal import Decimal
 
+    from aegis_proxy.ledger_base import PrivacyRefusal
+
 
 class AegisError(Exception):
     """Root of every exception raised by aegis_proxy."""
@@ -60,16 +62,28 @@ class RequestValidationError(AegisError):
 
 
 class PrivacyViolationError(AegisError):
-    """A request holding PII has no local provider left to serve it."""
+    """A request holding PII is refused: no local provider can serve it, or it is ``blocked``.
 
-    def __init__(self, entity_types: Sequence[str], removed: Sequence[str]) -> None:
+    ``blocked`` is true when the privacy config's action for its entities is ``block``.
+    """
+
+    def __init__(
+        self, entity_types: Sequence[str], removed: Sequence[str], *, blocked: bool = False
+    ) -> None:
         self.entity_types = tuple(entity_types)
         self.removed = tuple(removed)
+        self.blocked = blocked
+        self.refusal: PrivacyRefusal | None = None
+        """What the audit trail records of it (set by the proxy; names and counts only)."""
         kinds = ", ".join(self.entity_types) or "declared pii"
-        super().__init__(
-            f"request contains personal data ({kinds}) and no local provider can serve it; "
-            f"non-local providers removed from the route: {', '.join(self.removed) or 'none'}"
-        )
+        if blocked:
+            message = f"request contains personal data ({kinds}) and the privacy action is block"
+        else:
+            message = (
+                f"request contains personal data ({kinds}) and no local provider can serve it; "
+                f"non-local providers removed from the route: {', '.join(self.removed) or 'none'}"
+            )
+        super().__init__(message)
 
 
 class BudgetExceededError(AegisError):

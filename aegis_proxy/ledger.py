@@ -37,6 +37,7 @@ from aegis_proxy.ledger_base import (
     AttemptStart,
     BudgetLimit,
     LedgerBackend,
+    PrivacyRefusal,
     alive,
     check_outcome,
     current_month,
@@ -44,6 +45,7 @@ from aegis_proxy.ledger_base import (
     host_identity,
     iso,
     outcome_params,
+    refusal_params,
     row_params,
     settle_delta,
     utc,
@@ -232,6 +234,26 @@ class Ledger:
     def rebuild_usage(self) -> None:
         """Recompute ``budget_usage`` from the rows (after a bulk import or a manual edit)."""
         self._db.write("rebuild_usage", rebuild_usage)
+
+    def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None:
+        """Record a request refused for privacy before any provider call (audit only)."""
+        params = refusal_params(refusal, iso(utc(now)))
+        self._db.write("record_refusal", lambda c: c.execute(sql.INSERT_REFUSAL, params))
+
+    def privacy_rows(self, month: str) -> list[dict[str, object]]:
+        """The month's attempts that held personal data, with their privacy decision."""
+        check_month(month)
+        return self._db.read("privacy_rows", lambda c: _dict_rows(c, sql.PRIVACY_ROWS, month))
+
+    def refusal_rows(self, month: str) -> list[dict[str, object]]:
+        """The month's requests refused for privacy (blocked, or no local provider)."""
+        check_month(month)
+        return self._db.read("refusal_rows", lambda c: _dict_rows(c, sql.REFUSAL_ROWS, month))
+
+    def privacy_breaches(self) -> list[dict[str, object]]:
+        """Rows, in any month, that sent unredacted personal data to a non-local provider."""
+        query = sql.PII_LEFT_LOCAL_UNREDACTED
+        return self._db.read("privacy_breaches", lambda c: _dict_rows(c, query))
 
     # -- internals ----------------------------------------------------------------------
 

@@ -50,6 +50,45 @@ class AttemptStart:
     user_id: str | None = None
     agent: str | None = None
     tags: tuple[str, ...] = ()
+    privacy: PrivacyDecision | None = None
+    """The privacy decision of the request (None: no personal data, nothing decided)."""
+    provider_local: bool = False
+    """Whether the attempt's provider is ``local: true``: the audit's proof reads it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyDecision:
+    """What the privacy engine decided for a request: entity types and counts, never values.
+
+    ``action`` is what was done: ``route_local`` (non-local providers ``removed``),
+    ``redact`` (values replaced before sending) or ``block`` (refused).
+    """
+
+    entities: tuple[tuple[str, int], ...]
+    action: str
+    removed: tuple[str, ...] = ()
+
+    @property
+    def redacted(self) -> bool:
+        return self.action == "redact"
+
+    def entities_json(self) -> str:
+        return json.dumps(dict(self.entities), sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyRefusal:
+    """A request refused for privacy before any provider was called (no attempt row)."""
+
+    request_id: str
+    query_hash: str
+    rule: str
+    task_type: str
+    data_classification: str
+    decision: PrivacyDecision
+    reason: str  # 'blocked' (pii_action block) | 'no_local_provider'
+    user_id: str | None = None
+    agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +151,14 @@ class LedgerBackend(Protocol):
 
     def rebuild_usage(self) -> None: ...
 
+    def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None: ...
+
+    def privacy_rows(self, month: str) -> list[dict[str, object]]: ...
+
+    def refusal_rows(self, month: str) -> list[dict[str, object]]: ...
+
+    def privacy_breaches(self) -> list[dict[str, object]]: ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> LedgerBackend: ...
@@ -156,7 +203,24 @@ def row_params(
         s.request_id, s.attempt, stamp, stamp[:7], s.provider, s.model, s.user_id, s.agent,
         s.query_hash, s.rule, s.task_type, s.quality, s.complexity, s.batch_size,
         s.data_classification, json.dumps(list(s.tags)), int(s.contains_pii), int(s.stream),
-        reserved, expires_at,
+        reserved, expires_at, *privacy_params(s.privacy), int(s.provider_local),
+    )  # fmt: skip
+
+
+def privacy_params(decision: PrivacyDecision | None) -> tuple[object, ...]:
+    """(pii_entities, privacy_action, providers_removed, redacted) of a row."""
+    if decision is None:
+        return ("{}", "none", "[]", 0)
+    removed = json.dumps(list(decision.removed))
+    return (decision.entities_json(), decision.action, removed, int(decision.redacted))
+
+
+def refusal_params(refusal: PrivacyRefusal, stamp: str) -> tuple[object, ...]:
+    """The INSERT_REFUSAL parameters, in column order."""
+    r = refusal
+    return (
+        r.request_id, stamp, stamp[:7], r.query_hash, r.rule, r.task_type,
+        r.data_classification, r.user_id, r.agent, *privacy_params(r.decision)[:3], r.reason,
     )  # fmt: skip
 
 

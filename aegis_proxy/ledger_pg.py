@@ -47,10 +47,12 @@ from aegis_proxy.ledger_base import (
     AttemptOutcome,
     AttemptStart,
     BudgetLimit,
+    PrivacyRefusal,
     check_outcome,
     dicts,
     host_identity,
     iso,
+    refusal_params,
     utc,
 )
 from aegis_proxy.reports import ProviderMonth, UsageRow, check_month
@@ -228,6 +230,26 @@ class PostgresLedger:
     def rebuild_usage(self) -> None:
         """Recompute ``budget_usage`` from the rows (after a bulk import or a manual edit)."""
         self._online("rebuild_usage", q.rebuild_usage)
+
+    def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None:
+        """Record a request refused for privacy before any provider call (audit only)."""
+        params = refusal_params(refusal, iso(utc(now)))
+        self._online("record_refusal", lambda c: c.execute(q.INSERT_REFUSAL, params))
+
+    def privacy_rows(self, month: str) -> list[dict[str, object]]:
+        """The month's attempts that held personal data, with their privacy decision."""
+        check_month(month)
+        return self._online("privacy_rows", lambda c: rows.dict_rows(c, q.PRIVACY_ROWS, month))
+
+    def refusal_rows(self, month: str) -> list[dict[str, object]]:
+        """The month's requests refused for privacy (blocked, or no local provider)."""
+        check_month(month)
+        return self._online("refusal_rows", lambda c: rows.dict_rows(c, q.REFUSAL_ROWS, month))
+
+    def privacy_breaches(self) -> list[dict[str, object]]:
+        """Rows, in any month, that sent unredacted personal data to a non-local provider."""
+        query = q.PII_LEFT_LOCAL_UNREDACTED
+        return self._online("privacy_breaches", lambda c: rows.dict_rows(c, query))
 
     # -- internals ----------------------------------------------------------------------
 

@@ -143,6 +143,52 @@ def m003_cache_hit(conn: sqlite3.Connection) -> None:
     _add_column(conn, "budget_usage", "cache_hits INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m004_privacy_audit(conn: sqlite3.Connection) -> None:
+    """Record each attempt's privacy decision, and the requests refused for privacy.
+
+    Rows from before this migration did not record it: those holding PII are marked
+    ``unrecorded`` (their ``provider_local`` stays NULL; ``aegis-proxy audit`` judges them
+    by the config's local providers).
+    """
+    for definition in M004_COLUMNS:
+        _add_column(conn, "requests", definition)
+    conn.execute(
+        "UPDATE requests SET privacy_action = 'unrecorded'"
+        " WHERE contains_pii = 1 AND privacy_action = 'none' AND provider_local IS NULL"
+    )
+    conn.execute(M004_REFUSALS)
+    conn.execute("CREATE INDEX IF NOT EXISTS privacy_refusals_period ON privacy_refusals (period)")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS requests_period_pii ON requests (period, contains_pii)"
+    )
+
+
+M004_COLUMNS = (
+    "pii_entities TEXT NOT NULL DEFAULT '{}'",  # {"EMAIL": 2}: types and counts, never values
+    "privacy_action TEXT NOT NULL DEFAULT 'none'",  # none | route_local | redact | unrecorded
+    "providers_removed TEXT NOT NULL DEFAULT '[]'",  # non-local providers taken off the route
+    "redacted INTEGER NOT NULL DEFAULT 0",
+    "provider_local INTEGER",  # the provider was local: true (NULL before m004)
+)
+M004_REFUSALS = """CREATE TABLE IF NOT EXISTS privacy_refusals (
+    id INTEGER PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    period TEXT NOT NULL,
+    query_hash TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    task_type TEXT NOT NULL,
+    data_classification TEXT NOT NULL,
+    user_id TEXT,
+    agent TEXT,
+    pii_entities TEXT NOT NULL,
+    privacy_action TEXT NOT NULL,
+    providers_removed TEXT NOT NULL,
+    reason TEXT NOT NULL
+)"""
+
+
 def _add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:
     """``ALTER TABLE table ADD COLUMN definition`` unless the column is there already."""
     name = definition.split()[0]
@@ -209,8 +255,29 @@ RETURNING period, spent_micros, reserved_micros
 INSERT_ROW = (
     "INSERT INTO requests (request_id, attempt, timestamp, period, provider, model, user_id,"
     " agent, query_hash, rule, task_type, quality, complexity, batch_size,"
-    " data_classification, tags, contains_pii, stream, reserved_micros, expires_at, pid, host)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " data_classification, tags, contains_pii, stream, reserved_micros, expires_at,"
+    " pii_entities, privacy_action, providers_removed, redacted, provider_local, pid, host)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_REFUSAL = (
+    "INSERT INTO privacy_refusals (request_id, timestamp, period, query_hash, rule, task_type,"
+    " data_classification, user_id, agent, pii_entities, privacy_action, providers_removed,"
+    " reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+PRIVACY_ROWS = (
+    "SELECT id, request_id, attempt, timestamp, provider, model, provider_local, rule,"
+    " task_type, data_classification, user_id, agent, status, pii_entities, privacy_action,"
+    " providers_removed, redacted FROM requests WHERE period = ? AND contains_pii = 1"
+    " ORDER BY id"
+)
+REFUSAL_ROWS = (
+    "SELECT id, request_id, timestamp, rule, task_type, data_classification, user_id, agent,"
+    " pii_entities, privacy_action, providers_removed, reason FROM privacy_refusals"
+    " WHERE period = ? ORDER BY id"
+)
+PII_LEFT_LOCAL_UNREDACTED = (  # the audit's proof: this query must return no row
+    "SELECT id, request_id, timestamp, provider FROM requests"
+    " WHERE contains_pii = 1 AND redacted = 0 AND provider_local = 0"
 )
 SELECT_FOR_SETTLE = (
     "SELECT provider, timestamp, status, reserved_micros, settled_at FROM requests WHERE id = ?"

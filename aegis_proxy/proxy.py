@@ -31,11 +31,11 @@ import structlog
 from aegis_proxy import errors
 from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
 from aegis_proxy.cache import ResponseCache, cache_path, cacheable, effective_ttl, scoped_key
-from aegis_proxy.classify import IMAGE, scan_request, try_redact
+from aegis_proxy.classify import IMAGE, protect, refusal_of, scan_request
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
 from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
-from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
+from aegis_proxy.policy import LLMTask, decide_route
 from aegis_proxy.providers import ProviderClient, completion_from_json
 from aegis_proxy.redaction import ChunkRestorer, restore_message
 from aegis_proxy.request import (
@@ -230,18 +230,14 @@ class AegisLLMProxy:
         contains_pii = bool(entities) or task.data_classification == "pii"
         digest = query_hash(checked)
         route = decide_route(config.routing, task, digest)
-        redaction = None
-        if contains_pii:
-            if config.privacy.pii_action == "block":
-                raise errors.PrivacyViolationError(sorted(entities), route.providers)
-            redaction = try_redact(rt, checked, entities, task)
-            if redaction is None:
-                route = restrict_to_local(route, config.providers, sorted(entities))
-            else:
-                checked = redaction[1]
-                route = replace(route, reason=f"{route.reason}; personal data redacted")
-        plan = Plan(checked, task, route, entities, contains_pii, images, digest,
-                    redaction[0] if redaction else None)  # fmt: skip
+        try:
+            protection = protect(rt, checked, task, entities, route)
+        except errors.PrivacyViolationError as exc:
+            exc.refusal = refusal_of(exc, entities, route.rule, task, digest)
+            raise
+        route = protection.route
+        plan = Plan(protection.messages, task, route, entities, contains_pii, images, digest,
+                    protection.redaction, protection.decision)  # fmt: skip
         log.info(
             "route_decided",
             request_id=plan.request_id,
@@ -252,6 +248,16 @@ class AegisLLMProxy:
             pii_entities=sorted(entities),
         )
         return plan
+
+    def _record_refusal(self, exc: errors.PrivacyViolationError) -> None:
+        """Add a privacy refusal to the ledger's audit trail; a failure is logged loudly."""
+        if exc.refusal is None:
+            return
+        try:
+            self.ledger.record_refusal(exc.refusal)
+        except errors.LedgerError as failure:  # the caller still gets the privacy error
+            log.error("privacy_refusal_unrecorded", request_id=exc.refusal.request_id,
+                      problem=failure.problem)  # fmt: skip
 
     # -- call ---------------------------------------------------------------------------
 
@@ -266,7 +272,11 @@ class AegisLLMProxy:
         """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``."""
         validate_params(params)
         rt = self._rt
-        plan = self._plan(rt, messages, task)
+        try:
+            plan = self._plan(rt, messages, task)
+        except errors.PrivacyViolationError as exc:
+            self._record_refusal(exc)
+            raise
         # a process's one-time SDK import happens off the loop and before the deadline clock
         await self.warm_up([entry.provider for entry in plan.route.candidates])
         deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
@@ -280,6 +290,7 @@ class AegisLLMProxy:
                 contains_pii=plan.contains_pii,
                 pii_entities=plan.pii_entities,
                 removed_providers=list(plan.route.removed),
+                privacy_action=plan.privacy.action if plan.privacy else "none",
             ),
             query_hash=plan.query_hash,
             stop_at=time.monotonic() + deadline if deadline else None,

@@ -53,6 +53,7 @@ class AegisRecord(BaseModel):
     contains_pii: bool
     pii_entities: dict[str, int] = {}
     removed_providers: list[str] = []
+    privacy_action: str = "none"  # none | route_local | redact (see privacy.pii_action)
     attempts: list[Attempt] = []
 
 

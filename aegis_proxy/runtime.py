@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aegis_proxy.budget import budget_limits
+from aegis_proxy.classify import DETECTION_FAILED, IMAGE
+from aegis_proxy.errors import ConfigError
 from aegis_proxy.ledger import BudgetLimit
-from aegis_proxy.pii import PiiDetector, Recognizer
+from aegis_proxy.pii import ENTITY_TYPES, PiiDetector, Recognizer
 from aegis_proxy.providers import ProviderClient
 from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
 
@@ -47,6 +49,7 @@ def build_runtime(
     config: AegisConfig, previous: Runtime | None = None, detector: PiiScanner | None = None
 ) -> Runtime:
     """A runtime for ``config``, reusing what ``previous`` had for unchanged providers."""
+    check_entity_actions(config)
     old_clients = previous.clients if previous else {}
     old_breakers = previous.breakers if previous else {}
     clients, breakers = {}, {}
@@ -82,7 +85,10 @@ def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
         for item in privacy.recognizers
     ]
     entities = set(privacy.entities) if privacy.entities is not None else None
-    detector = PiiDetector(entities=entities, allow=privacy.allow, recognizers=recognizers)
+    try:
+        detector = PiiDetector(entities=entities, allow=privacy.allow, recognizers=recognizers)
+    except ValueError as exc:  # an unknown entity type
+        raise ConfigError(config.source, "privacy.entities", str(exc)) from None
     if privacy.ner == "presidio":
         from aegis_proxy.pii_ner import PresidioDetector  # an optional extra: load on demand
 
@@ -91,3 +97,16 @@ def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
 
 
 _DETECTOR_KEYS = {"entities", "allow", "recognizers", "ner"}
+_NER_TYPES = ("PERSON", "LOCATION")  # what aegis_proxy.pii_ner adds
+
+
+def check_entity_actions(config: AegisConfig) -> None:
+    """Raise ConfigError for an ``entity_actions`` key no detector of this config reports."""
+    privacy = config.privacy
+    known = {*ENTITY_TYPES, IMAGE, DETECTION_FAILED, *(r.name for r in privacy.recognizers)}
+    if privacy.ner == "presidio":
+        known.update(_NER_TYPES)
+    for name in privacy.entity_actions:
+        if name not in known:
+            problem = f"unknown entity type {name!r}; known: {', '.join(sorted(known))}"
+            raise ConfigError(config.source, f"privacy.entity_actions.{name}", problem)

@@ -91,9 +91,9 @@ async def test_report_and_export_after_requests(rig: Rig) -> None:
     assert "hello" not in exported.stdout
 
 
-@pytest.mark.parametrize("command", ["report", "route", "check-config"])
+@pytest.mark.parametrize("command", ["report", "audit", "route", "check-config"])
 def test_commands_do_not_import_any_llm(command: str, tmp_path: Path) -> None:
-    """report, route and check-config never import any_llm (its import costs ~1.5 s)."""
+    """report, audit, route and check-config never import any_llm (its import costs ~1.5 s)."""
     code = (
         "import sys; from aegis_proxy.cli import main; "
         f"args = {[command, '--config', str(EXAMPLE)] + (['hi'] if command == 'route' else [])!r}; "

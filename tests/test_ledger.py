@@ -46,7 +46,8 @@ COLUMNS = [
     "data_classification", "tags", "contains_pii", "stream", "status", "error_type",
     "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "counted",
     "reserved_micros", "cost_micros", "cost_usd", "latency_ms", "ttft_ms", "pid", "host",
-    "expires_at", "settled_at", "cache_hit",
+    "expires_at", "settled_at", "cache_hit", "pii_entities", "privacy_action",
+    "providers_removed", "redacted", "provider_local",
 ]  # fmt: skip
 
 
@@ -114,7 +115,10 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     Ledger(path).close()
     Ledger(path).close()
     names = raw(path, "SELECT name FROM _migrations ORDER BY name")
-    assert names == [("m001_initial",), ("m002_usage_counters",), ("m003_cache_hit",)]
+    assert names == [
+        (name,)
+        for name in ("m001_initial", "m002_usage_counters", "m003_cache_hit", "m004_privacy_audit")
+    ]
 
 
 def test_applying_migrations_twice_applies_nothing_the_second_time() -> None:
@@ -175,7 +179,7 @@ def test_cache_hit_migration_keeps_rows_and_is_safe_to_run_twice(tmp_path: Path)
         (700, 1, 0),
         (700, 1, 0),
     ]
-    assert raw(path, "SELECT name FROM _migrations ORDER BY name")[-1] == ("m003_cache_hit",)
+    assert ("m003_cache_hit",) in raw(path, "SELECT name FROM _migrations ORDER BY name")
 
 
 def test_m002_reads_its_own_frozen_schema(tmp_path: Path) -> None:
@@ -202,7 +206,7 @@ def test_two_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
     for process in processes:
         process.join(60)
     assert [p.exitcode for p in processes] == [0, 0, 0, 0]
-    assert raw(Path(path), "SELECT count(*) FROM _migrations") == [(3,)]
+    assert raw(Path(path), "SELECT count(*) FROM _migrations") == [(len(MIGRATIONS),)]
     assert raw(Path(path), "SELECT count(*) FROM requests") == [(4,)]
 
 

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,8 @@ from aegis_proxy.ledger import (
     LedgerUnavailableError,
     open_ledger,
 )
+from aegis_proxy.ledger_base import PrivacyDecision, PrivacyRefusal
+from aegis_proxy.migrations import MIGRATIONS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -284,6 +287,27 @@ def test_successful_attempt_is_one_settled_row(target: str) -> None:
     }  # fmt: skip
 
 
+def test_privacy_decisions_refusals_and_breaches_alike(target: str) -> None:
+    """Both backends keep each row's privacy decision and refusals, and find a leaked row."""
+    kept = PrivacyDecision((("EMAIL", 2),), "route_local", ("openai",))
+    leaked = PrivacyDecision((("PHONE", 1),), "route_local")  # what a bug could write
+    refused = PrivacyDecision((("CREDIT_CARD", 1),), "block", ("openai",))
+    with open_ledger(target) as ledger:
+        ledger.reserve(replace(local("kept"), contains_pii=True, privacy=kept,
+                               provider_local=True), 0, None, NOW)  # fmt: skip
+        ledger.reserve(replace(start("leak"), contains_pii=True, privacy=leaked), 0, None, NOW)
+        ledger.record_refusal(PrivacyRefusal("r1", "h", "rule", "general", "internal", refused,
+                                             "blocked"), NOW)  # fmt: skip
+        rows = ledger.privacy_rows("2025-03")
+        [refusal] = ledger.refusal_rows("2025-03")
+        breaches = ledger.privacy_breaches()
+    assert [(r["request_id"], r["pii_entities"], r["providers_removed"], r["provider_local"])
+            for r in rows] == [("kept", '{"EMAIL": 2}', '["openai"]', 1),
+                               ("leak", '{"PHONE": 1}', "[]", 0)]  # fmt: skip
+    assert (refusal["privacy_action"], refusal["reason"]) == ("block", "blocked")
+    assert [b["request_id"] for b in breaches] == ["leak"]
+
+
 def test_cache_hit_is_marked_counted_and_rebuilt_alike(target: str) -> None:
     """A cache-hit settle marks its row and the month's counter; a rebuild gives the same."""
     with open_ledger(target) as ledger:
@@ -469,7 +493,7 @@ def test_schema_matches_sqlite_column_for_column(tmp_path: Path, pg_url: str) ->
     open_ledger(tmp_path / "ledger.db").close()
     open_ledger(pg_url).close()
     lite = sqlite3.connect(tmp_path / "ledger.db")
-    for table in ("requests", "budget_usage"):
+    for table in ("requests", "budget_usage", "privacy_refusals"):
         expected = [row[1] for row in lite.execute(f"PRAGMA table_xinfo({table})")]
         with psycopg.connect(pg_url) as conn:
             columns = conn.execute(
@@ -486,7 +510,7 @@ def test_migrations_are_recorded_once(pg_url: str) -> None:
     open_ledger(pg_url).close()
     open_ledger(pg_url).close()
     names = schema_rows(pg_url, "SELECT name FROM _migrations ORDER BY name")
-    assert names == [("m001_initial",), ("m002_usage_counters",), ("m003_cache_hit",)]
+    assert names == [(name,) for name, _ in MIGRATIONS]
 
 
 def test_cache_hit_migration_is_safe_to_run_twice(pg_url: str) -> None:
@@ -527,7 +551,7 @@ def test_processes_opening_a_new_ledger_at_once(pg_url: str) -> None:
         rows = list(ledger.export_rows("2025-03"))
         assert [row["error_type"] for row in rows] == ["process_died"] * 4
         assert ledger.budget_state("openai", "2025-03") == (0, 0)
-    assert schema_rows(pg_url, "SELECT count(*) FROM _migrations") == [(3,)]
+    assert schema_rows(pg_url, "SELECT count(*) FROM _migrations") == [(len(MIGRATIONS),)]
 
 
 # -- budgets at any concurrency -----------------------------------------------------------
