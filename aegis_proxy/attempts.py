@@ -12,44 +12,22 @@ What must always hold:
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart
-from aegis_proxy.ledger_base import PrivacyDecision
 from aegis_proxy.pricing import cost_micros, count_text_tokens, count_tokens, input_token_bound
 from aegis_proxy.request import AegisRecord, usage_tokens
 
 if TYPE_CHECKING:
+    from any_llm.types.completion import ChatCompletion
+
     from aegis_proxy.config import ProviderConfig
-    from aegis_proxy.policy import LLMTask, Route
+    from aegis_proxy.planning import Plan
     from aegis_proxy.providers import ProviderClient
-    from aegis_proxy.redaction import Redaction
     from aegis_proxy.resilience import CircuitBreaker
     from aegis_proxy.runtime import Runtime
-
-
-@dataclass(slots=True)
-class Plan:
-    """Everything decided before the first network call."""
-
-    messages: list[dict[str, Any]]  # as sent: redacted when the request is redacted
-    task: LLMTask
-    route: Route
-    pii_entities: dict[str, int]
-    contains_pii: bool
-    images: bool
-    query_hash: str  # of the caller's messages: the ledger keeps it instead of text
-    redaction: Redaction | None = None
-    privacy: PrivacyDecision | None = None  # None: no personal data
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @property
-    def local_only(self) -> bool:
-        """Whether only local providers may receive this request's messages."""
-        return self.contains_pii and self.redaction is None
 
 
 @dataclass(slots=True)
@@ -94,6 +72,16 @@ class Job:
         in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
         return cost_micros(price, in_bound, out_bound)
 
+    def over_ceiling(self, config: ProviderConfig, model: str) -> str | None:
+        """Why this attempt's cost bound passes the rule's ``max_cost_usd``; None if it fits."""
+        ceiling = self.plan.route.max_cost_micros
+        if ceiling is None:
+            return None
+        bound = self.cost_bound(config, model)
+        if bound <= ceiling:
+            return None
+        return f"cost bound ${bound / 1e6:.6f} exceeds the rule's max_cost_usd ${ceiling / 1e6:.6f}"
+
     def attempt_start(self, provider: str, model: str) -> AttemptStart:
         task = self.plan.task
         return AttemptStart(
@@ -131,6 +119,13 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     ttft_ms: float | None = None
+
+
+@dataclass(slots=True)
+class CacheHit(Call):
+    """An attempt served from the response cache: no provider call, no cost."""
+
+    answer: ChatCompletion | None = None
 
 
 def outcome_of(

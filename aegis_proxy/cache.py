@@ -24,7 +24,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 if TYPE_CHECKING:
+    from any_llm.types.completion import ChatCompletion
+
+    from aegis_proxy.attempts import Call, Job
     from aegis_proxy.config import AegisConfig, CacheConfig
+    from aegis_proxy.providers import ProviderClient
 
 log = structlog.get_logger("aegis_proxy.cache")
 
@@ -146,3 +150,40 @@ class ResponseCache:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def cached_answer(
+    cache: ResponseCache | None, job: Job, client: ProviderClient, model: str
+) -> ChatCompletion | None:
+    """The cached answer of this attempt, rebuilt; None on a miss or when not cached."""
+    slot = _slot(job, client, model) if cache is not None else None
+    stored = cache.get(slot[0]) if cache is not None and slot is not None else None
+    if stored is None:
+        return None
+    from aegis_proxy.providers import completion_from_json  # the SDK's types: only on a hit
+
+    try:
+        return completion_from_json(stored)
+    except ValueError as exc:  # pydantic's ValidationError: an entry we cannot use
+        log.warning("response_cache_unusable", error_type=type(exc).__name__)
+        return None
+
+
+def store_answer(
+    cache: ResponseCache | None, job: Job, call: Call, response: ChatCompletion
+) -> None:
+    """Keep a provider's answer as it came (placeholders of a redacted request kept)."""
+    slot = _slot(job, call.client, call.model) if cache is not None else None
+    if cache is not None and slot is not None:
+        cache.put(slot[0], response.model_dump(mode="json", exclude={"aegis"}), slot[1])
+
+
+def _slot(job: Job, client: ProviderClient, model: str) -> tuple[str, float] | None:
+    """(key, TTL) of this attempt's answer; None when it is not cached."""
+    ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
+    if ttl <= 0 or not cacheable(job.params):
+        return None
+    plan, params = job.plan, job.sent_params(client.config)
+    user_id = plan.task.user_id
+    key = scoped_key(client.name, model, plan.messages, params, plan.contains_pii, user_id)
+    return None if key is None else (key, ttl)

@@ -11,9 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import structlog
+
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from aegis_proxy.ledger import AttemptOutcome
     from aegis_proxy.request import AegisRecord, Attempt
+
+log = structlog.get_logger("aegis_proxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,3 +49,14 @@ class Observer(Protocol):
     def attempt_finished(self, event: AttemptEvent) -> None: ...
 
     def request_finished(self, event: RequestEvent) -> None: ...
+
+
+def emit(observers: Sequence[Observer], method: str, event: AttemptEvent | RequestEvent) -> None:
+    """Call ``method`` of every observer; one that raises is logged and skipped."""
+    for observer in observers:
+        try:
+            getattr(observer, method)(event)
+        except Exception as exc:  # observability must never break a request
+            log.error(
+                "observer_failed", observer=type(observer).__name__, error_type=type(exc).__name__
+            )

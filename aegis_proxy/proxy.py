@@ -23,33 +23,37 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
 from aegis_proxy import errors
-from aegis_proxy.attempts import Call, Job, Plan, outcome_of, record_success
-from aegis_proxy.cache import ResponseCache, cache_path, cacheable, effective_ttl, scoped_key
-from aegis_proxy.classify import IMAGE, protect, refusal_of, scan_request
+from aegis_proxy.attempts import CacheHit, Call, Job, outcome_of, record_success
+from aegis_proxy.cache import (
+    ResponseCache,
+    cache_path,
+    cacheable,
+    cached_answer,
+    effective_ttl,
+    store_answer,
+)
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
-from aegis_proxy.events import AttemptEvent, Observer, RequestEvent
+from aegis_proxy.events import AttemptEvent, Observer, RequestEvent, emit
 from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
-from aegis_proxy.policy import LLMTask, decide_route
-from aegis_proxy.providers import ProviderClient, completion_from_json
+from aegis_proxy.planning import Plan, plan_request
+from aegis_proxy.policy import LLMTask
+from aegis_proxy.providers import ProviderClient
 from aegis_proxy.redaction import ChunkRestorer, restore_message
 from aegis_proxy.request import (
     AegisRecord,
     Attempt,
-    has_images,
     has_remote_images,
-    query_hash,
     response_text,
-    validate_messages,
     validate_params,
 )
 from aegis_proxy.resilience import CircuitBreaker, should_retry
-from aegis_proxy.runtime import PiiScanner, Runtime, build_runtime
+from aegis_proxy.runtime import PiiScanner, build_runtime, reload_runtime, watch_file
 from aegis_proxy.streaming import AegisStream, open_first_chunk
 
 if TYPE_CHECKING:
@@ -61,13 +65,6 @@ log = structlog.get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-@dataclass(slots=True)
-class _CacheHit(Call):
-    """An attempt served from the response cache: no provider call, no cost."""
-
-    answer: ChatCompletion | None = None
 
 
 class AegisLLMProxy:
@@ -118,6 +115,11 @@ class AegisLLMProxy:
         if self._cache is None:
             self._cache = ResponseCache(cache_path(self.config))
         return self._cache
+
+    def _cache_of(self, job: Job) -> ResponseCache | None:
+        """The response cache when this request's route caches answers (opened then), or None."""
+        ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
+        return self.response_cache if ttl > 0 and cacheable(job.params) else None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str]) -> AegisLLMProxy:
@@ -180,34 +182,20 @@ class AegisLLMProxy:
 
     def reload(self) -> bool:
         """Re-read the config file; a bad file keeps the running config (and logs why)."""
-        source = self.config.source
-        try:
-            config = load_config(source)
-        except errors.ConfigError as exc:
-            log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
-            return False
-        if config.ledger != self.config.ledger:
-            log.warning("config_reload_ledger_change_ignored")
         old = self._rt
-        self._rt = build_runtime(config, old, self._detector)
-        kept = set(map(id, self._rt.clients.values()))
+        new = reload_runtime(old, self._detector)
+        if new is None:
+            return False
+        kept = set(map(id, new.clients.values()))
         self._retired += [c for c in old.clients.values() if id(c) not in kept]
-        log.info("config_reloaded", path=source, rules=len(config.routing.rules))
+        self._rt = new
         return True
 
     def watch_config(self, interval_s: float = 1.0) -> None:
         """Reload whenever the config file changes (polled; needs a running event loop)."""
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(interval_s))
-
-    async def _watch(self, interval_s: float) -> None:
-        stamp = _mtime(self.config.source)
-        while True:
-            await asyncio.sleep(interval_s)
-            current = _mtime(self.config.source)
-            if current != stamp:
-                stamp = current
-                self.reload()
+            watching = watch_file(lambda: self.config.source, interval_s, self.reload)
+            self._watcher = asyncio.get_running_loop().create_task(watching)
 
     def reload_on_sighup(self) -> None:
         """In a service: reload the config on SIGHUP (Unix, running event loop)."""
@@ -217,37 +205,7 @@ class AegisLLMProxy:
 
     def plan(self, messages: object, task: LLMTask | None = None) -> Plan:
         """Validate, scan for PII and route, without any network call."""
-        return self._plan(self._rt, messages, task)
-
-    def _plan(self, rt: Runtime, messages: object, task: LLMTask | None) -> Plan:
-        config = rt.config
-        checked = validate_messages(messages)
-        task = task or LLMTask()
-        entities = scan_request(rt, checked)
-        images = has_images(checked)
-        if images and config.privacy.images == "local_only":
-            entities[IMAGE] = entities.get(IMAGE, 0) + 1
-        contains_pii = bool(entities) or task.data_classification == "pii"
-        digest = query_hash(checked)
-        route = decide_route(config.routing, task, digest)
-        try:
-            protection = protect(rt, checked, task, entities, route)
-        except errors.PrivacyViolationError as exc:
-            exc.refusal = refusal_of(exc, entities, route.rule, task, digest)
-            raise
-        route = protection.route
-        plan = Plan(protection.messages, task, route, entities, contains_pii, images, digest,
-                    protection.redaction, protection.decision)  # fmt: skip
-        log.info(
-            "route_decided",
-            request_id=plan.request_id,
-            rule=route.rule,
-            providers=list(route.providers),
-            removed=list(route.removed),
-            contains_pii=contains_pii,
-            pii_entities=sorted(entities),
-        )
-        return plan
+        return plan_request(self._rt, messages, task)
 
     def _record_refusal(self, exc: errors.PrivacyViolationError) -> None:
         """Add a privacy refusal to the ledger's audit trail; a failure is logged loudly."""
@@ -273,7 +231,7 @@ class AegisLLMProxy:
         validate_params(params)
         rt = self._rt
         try:
-            plan = self._plan(rt, messages, task)
+            plan = plan_request(rt, messages, task)
         except errors.PrivacyViolationError as exc:
             self._record_refusal(exc)
             raise
@@ -342,7 +300,7 @@ class AegisLLMProxy:
         return True
 
     async def _complete(self, job: Job, call: Call) -> ChatCompletion:
-        if isinstance(call, _CacheHit) and call.answer is not None:
+        if isinstance(call, CacheHit) and call.answer is not None:
             return call.answer
         params = job.sent_params(call.client.config)
         async with asyncio.timeout(call.timeout):
@@ -351,8 +309,8 @@ class AegisLLMProxy:
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
         self._settle(job, call, "ok", response.usage, response_text(message), None)
-        if not isinstance(call, _CacheHit):
-            self._store(job, call, response)  # as the provider answered: placeholders kept
+        if not isinstance(call, CacheHit):
+            store_answer(self._cache_of(job), job, call, response)  # placeholders kept
         if job.plan.redaction is not None:
             for choice in response.choices:
                 restore_message(choice.message, job.plan.redaction)
@@ -383,14 +341,14 @@ class AegisLLMProxy:
         client = job.rt.clients[entry.provider]
         model = entry.model or client.config.model
         breaker = job.rt.breakers[client.name]
-        reason = self._skip_reason(job, client, breaker) or _over_ceiling(job, client, model)
+        reason = self._skip_reason(job, client, breaker) or job.over_ceiling(client.config, model)
         if reason is not None:
             self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
                                     reason=reason, breaker=breaker.state))  # fmt: skip
             return None
         state = breaker.state
         job.attempts += 1
-        answer = self._cached(job, client, model)
+        answer = cached_answer(self._cache_of(job), job, client, model)
         free = answer is not None  # a cached answer costs $0: no budget to check
         try:
             row_id = self.ledger.reserve(
@@ -411,7 +369,7 @@ class AegisLLMProxy:
             return None
         timeout = _min(client.config.timeout_s, job.remaining())
         if answer is not None:
-            return _CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
+            return CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
         return Call(client, model, row_id, breaker, state, timeout)
 
     def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
@@ -437,36 +395,6 @@ class AegisLLMProxy:
             return "circuit breaker open"
         return None
 
-    # -- cache --------------------------------------------------------------------------
-
-    def _cache_slot(self, job: Job, client: ProviderClient, model: str) -> tuple[str, float] | None:
-        """(key, TTL) of this attempt's answer in the response cache; None: not cached."""
-        ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
-        if ttl <= 0 or not cacheable(job.params):
-            return None
-        plan, params = job.plan, job.sent_params(client.config)
-        user_id = plan.task.user_id
-        key = scoped_key(client.name, model, plan.messages, params, plan.contains_pii, user_id)
-        return None if key is None else (key, ttl)
-
-    def _cached(self, job: Job, client: ProviderClient, model: str) -> ChatCompletion | None:
-        """The cached answer of this attempt, rebuilt; None on a miss or when not cached."""
-        slot = self._cache_slot(job, client, model)
-        stored = self.response_cache.get(slot[0]) if slot else None
-        if stored is None:
-            return None
-        try:
-            return completion_from_json(stored)
-        except ValueError as exc:  # pydantic's ValidationError: an entry we cannot use
-            log.warning("response_cache_unusable", error_type=type(exc).__name__)
-            return None
-
-    def _store(self, job: Job, call: Call, response: ChatCompletion) -> None:
-        slot = self._cache_slot(job, call.client, call.model)
-        if slot is not None:
-            data = response.model_dump(mode="json", exclude={"aegis"})
-            self.response_cache.put(slot[0], data, slot[1])
-
     # -- settle -------------------------------------------------------------------------
 
     def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
@@ -486,7 +414,7 @@ class AegisLLMProxy:
     ) -> None:
         """Settle the attempt's ledger row once, with real (or counted) tokens and cost."""
         outcome = outcome_of(job, call, status, usage, text, error_type)
-        hit = isinstance(call, _CacheHit)
+        hit = isinstance(call, CacheHit)
         if hit:
             outcome = replace(outcome, cost_micros=0, cache_hit=True)
         self.ledger.settle(call.row_id, outcome)
@@ -520,7 +448,7 @@ class AegisLLMProxy:
             now = time.time()
             started = call.started_at if call is not None else now
             event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
-            self._emit("attempt_finished", event)
+            emit(self.observers, "attempt_finished", event)
         log.info(
             "provider_attempt",
             request_id=job.record.request_id,
@@ -537,18 +465,7 @@ class AegisLLMProxy:
     def _request_finished(self, job: Job, error: str | None) -> None:
         if self.observers:
             event = RequestEvent(job.record, job.started_at, time.time(), job.stream, error)
-            self._emit("request_finished", event)
-
-    def _emit(self, method: str, event: AttemptEvent | RequestEvent) -> None:
-        for observer in self.observers:
-            try:
-                getattr(observer, method)(event)
-            except Exception as exc:  # observability must never break a request
-                log.error(
-                    "observer_failed",
-                    observer=type(observer).__name__,
-                    error_type=type(exc).__name__,
-                )
+            emit(self.observers, "request_finished", event)
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:
@@ -558,23 +475,6 @@ def _prepare_all(clients: Sequence[ProviderClient]) -> None:
             client.prepare()
         except errors.ProviderCallError as exc:
             log.warning("provider_client_failed", provider=client.name, problem=exc.problem)
-
-
-def _over_ceiling(job: Job, client: ProviderClient, model: str) -> str | None:
-    ceiling = job.plan.route.max_cost_micros
-    if ceiling is None:
-        return None
-    bound = job.cost_bound(client.config, model)
-    if bound <= ceiling:
-        return None
-    return f"cost bound ${bound / 1e6:.6f} exceeds the rule's max_cost_usd ${ceiling / 1e6:.6f}"
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return 0.0
 
 
 def _min(*limits: float | None) -> float | None:

@@ -9,11 +9,16 @@ until the proxy closes, because requests in flight may still use them.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import structlog
+
 from aegis_proxy.budget import budget_limits
 from aegis_proxy.classify import DETECTION_FAILED, IMAGE
+from aegis_proxy.config import load_config
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.ledger import BudgetLimit
 from aegis_proxy.pii import ENTITY_TYPES, PiiDetector, Recognizer
@@ -21,10 +26,13 @@ from aegis_proxy.providers import ProviderClient
 from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from aegis_proxy.config import AegisConfig
     from aegis_proxy.pii import PiiMatch, PiiReport
+
+
+log = structlog.get_logger("aegis_proxy")
 
 
 class PiiScanner(Protocol):
@@ -72,6 +80,41 @@ def build_runtime(
         retry=RetryPolicy(res.retries, res.backoff_s, res.max_backoff_s),
         detector=detector or _detector(config, previous),
     )
+
+
+def reload_runtime(old: Runtime, detector: PiiScanner | None = None) -> Runtime | None:
+    """A runtime for the config file as it is now; None (logged) when the file is bad."""
+    source = old.config.source
+    try:
+        config = load_config(source)
+        runtime = build_runtime(config, old, detector)
+    except ConfigError as exc:
+        log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
+        return None
+    if config.ledger != old.config.ledger:
+        log.warning("config_reload_ledger_change_ignored")
+    log.info("config_reloaded", path=source, rules=len(config.routing.rules))
+    return runtime
+
+
+async def watch_file(
+    path: Callable[[], str], interval_s: float, changed: Callable[[], object]
+) -> None:
+    """Call ``changed`` whenever the file at ``path()`` changes (polled every ``interval_s``)."""
+    stamp = _mtime(path())
+    while True:
+        await asyncio.sleep(interval_s)
+        current = _mtime(path())
+        if current != stamp:
+            stamp = current
+            changed()
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
