@@ -49,6 +49,7 @@ from aegis_proxy.request import (
     AegisRecord,
     Attempt,
     has_remote_images,
+    ollama_cannot_honour,
     response_text,
     validate_params,
 )
@@ -385,6 +386,8 @@ class AegisLLMProxy:
             and has_remote_images(job.plan.messages)
         ):
             return "the ollama SDK drops http(s) image URLs: send images as data: URLs"
+        if client.config.sdk == "ollama" and (dropped := ollama_cannot_honour(job.params)):
+            return dropped
         if job.remaining() == 0:
             return "request deadline passed"
         try:

@@ -130,6 +130,27 @@ def has_remote_images(messages: Sequence[Mapping[str, Any]]) -> bool:
     return False
 
 
+_OLLAMA_DEFAULTS: dict[str, tuple[object, ...]] = {  # what the ollama SDK can honour of each
+    "tool_choice": (None, "auto"),
+    "n": (None, 1),
+    "logprobs": (None, False),
+    "top_logprobs": (None,),
+    "parallel_tool_calls": (None, True),
+}
+
+
+def ollama_cannot_honour(params: Mapping[str, Any]) -> str | None:
+    """Why an Ollama provider would silently drop one of these parameters; None if it would not.
+
+    any-llm's ollama provider passes unknown parameters as model options, which the server
+    ignores: a tool_choice of ``required`` or ``n=3`` would be lost without a word.
+    """
+    for name, honoured in _OLLAMA_DEFAULTS.items():
+        if name in params and params[name] not in honoured:
+            return f"the ollama SDK cannot honour {name}={params[name]!r}"
+    return None
+
+
 def query_hash(messages: Sequence[Mapping[str, Any]]) -> str:
     """A SHA-256 digest of the messages, stable across key order."""
     text = json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)

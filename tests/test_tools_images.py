@@ -301,3 +301,33 @@ async def test_image_url_never_vanishes_on_the_way_to_ollama(rig: Rig) -> None:
         return
     [sent] = rig.local.chat_requests()
     assert sent.body["messages"][0].get("images"), "the image was dropped without a word"
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [("tool_choice", "required"), ("n", 2), ("logprobs", True)],
+)
+async def test_ollama_providers_are_skipped_for_parameters_they_would_drop(
+    rig: Rig, param: str, value: object
+) -> None:
+    """A parameter the ollama SDK would silently drop skips Ollama providers, with the reason."""
+    async with rig.proxy() as proxy:
+        with pytest.raises(NoProviderAvailableError) as info:
+            await proxy.acompletion(ASK, LLMTask(), tools=TOOLS, **{param: value})
+    [attempt] = info.value.attempts
+    assert attempt.provider == "local_ollama"
+    assert attempt.reason == f"the ollama SDK cannot honour {param}={value!r}"
+    assert rig.local.chat_requests() == []
+
+
+async def test_openai_provider_serves_tool_choice_required(rig: Rig) -> None:
+    """tool_choice=required skips an Ollama provider; the next, OpenAI-style one honours it."""
+    rig.openai.tool_call = ("lookup_order", {"order_id": "A-1"})
+    data = rig.config_data()
+    data["routing"]["default"] = ["local_ollama", "openai"]
+    async with rig.proxy(data) as proxy:
+        resp = await proxy.acompletion(ASK, LLMTask(), tools=TOOLS, tool_choice="required")
+    assert resp.aegis.provider == "openai"
+    assert resp.aegis.attempts[0].outcome == "skipped"
+    assert rig.local.chat_requests() == []
+    assert rig.openai.chat_requests()[0].body["tool_choice"] == "required"
