@@ -63,6 +63,7 @@ POSITIVES = [
     ("PHONE", "llama +52 55 1234 5678", "+52 55 1234 5678"),
     ("PHONE", "call 1-800-555-0199 toll free", "1-800-555-0199"),
     ("PHONE", "my phone number is 4155550132", "4155550132"),
+    ("PHONE", "call 91 123 45 67 (Madrid office)", "91 123 45 67"),
     ("CREDIT_CARD", "card 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111"),
     ("CREDIT_CARD", "card 4111-1111-1111-1111", "4111-1111-1111-1111"),
     ("CREDIT_CARD", "card 4111111111111111", "4111111111111111"),
@@ -96,7 +97,8 @@ POSITIVES = [
     ("IP_ADDRESS", "mask 255.255.255.255", "255.255.255.255"),
     ("IP_ADDRESS", "subnet 192.168.1.1/24", "192.168.1.1"),
     ("IP_ADDRESS", "connect to 10.1.2.3:8080", "10.1.2.3"),
-    ("IP_ADDRESS", "loopback ::1 only", "::1"),
+    ("IP_ADDRESS", "host 172.31.255.254 is down", "172.31.255.254"),
+    ("IP_ADDRESS", "lan 192.168.0.10:5432", "192.168.0.10"),
     ("IP_ADDRESS", "v6 2001:db8::8a2e:370:7334", "2001:db8::8a2e:370:7334"),
     ("IP_ADDRESS", "full 2001:0db8:85a3:0000:0000:8a2e:0370:7334",
      "2001:0db8:85a3:0000:0000:8a2e:0370:7334"),
@@ -130,6 +132,11 @@ POSITIVES = [
     ("ID_NUMBER", "Driver License: D123-4567-8901", "D123-4567-8901"),
     ("ID_NUMBER", "Reisepass-Nr. C01X00T47", "C01X00T47"),
     ("ID_NUMBER", "numéro de sécurité sociale 1 85 03 75 123 456 78", "1 85 03 75 123 456 78"),
+    ("ID_NUMBER", "NHS number 943 476 5919", "943 476 5919"),
+    ("ID_NUMBER", "SIN: 046 454 286", "046 454 286"),
+    ("ID_NUMBER", "passeport n° 15AB12345", "15AB12345"),
+    ("ID_NUMBER", "codice fiscale RSSMRA85T10A562S", "RSSMRA85T10A562S"),
+    ("ID_NUMBER", "ID number 123456AB1234", "123456AB1234"),
     ("STREET_ADDRESS", "ship to 123 Main Street, Springfield", "123 Main Street"),
     ("STREET_ADDRESS", "at 10 Downing St", "10 Downing St"),
     ("STREET_ADDRESS", "742 Evergreen Terrace", "742 Evergreen Terrace"),
@@ -199,6 +206,8 @@ NEGATIVES = [
     "sent via email 3 times",
     "a 2 way street",
     "AIX 6.1 TL7 bd 1415, 32-bit",
+    "Tracking: 1Z999AA10123456784",
+    "ticket RSSMRA85T10A562S reopened",
 ]
 
 
@@ -206,6 +215,64 @@ NEGATIVES = [
 def test_negative(text: str) -> None:
     """False-positive traps: years, prices, dates, times, versions, hashes, invalid checksums."""
     assert found(text) == []
+
+
+# -- addresses of this host ----------------------------------------------------------------
+THIS_HOST = [
+    "curl http://127.0.0.1:8080/health",
+    "OLLAMA_HOST=127.0.0.1:11434 ollama serve",
+    "host 127.255.255.254 answers too",
+    "uvicorn app:app --host 0.0.0.0 --port 8000",
+    "allow 0.0.0.0/0 in the dev security group",
+    "listen [::1]:443",
+    "ping ::1",
+    "ping6 0:0:0:0:0:0:0:1",
+    "bind [::]:80 and ::",
+    "mapped ::ffff:127.0.0.1",
+    "tel 127.0.0.1",
+]
+
+
+@pytest.mark.parametrize("text", THIS_HOST)
+def test_loopback_and_unspecified_addresses_do_not_count(text: str) -> None:
+    """127.0.0.0/8, ::1, 0.0.0.0 and :: name this machine, so they are no personal data."""
+    assert found(text) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("127.0.0.1 and 10.0.0.5", "10.0.0.5"),
+        ("redis on 127.0.0.1, db on 172.16.4.2", "172.16.4.2"),
+        ("[::1]:8080 or 192.168.1.20:8080", "192.168.1.20"),
+        ("bind 0.0.0.0; peer 8.8.4.4", "8.8.4.4"),
+    ],
+)
+def test_other_addresses_beside_loopback_still_count(text: str, value: str) -> None:
+    """A loopback address does not hide a private or public one next to it."""
+    assert found(text) == [("IP_ADDRESS", value)]
+
+
+def test_a_coding_prompt_with_only_loopback_is_not_pii() -> None:
+    """A request whose only address is loopback reports no PII, so it may leave."""
+    report = DETECTOR.scan_messages(
+        [{"role": "user", "content": "Why does requests.get('http://127.0.0.1:8000/') hang?"}]
+    )
+    assert report.contains_pii is False
+
+
+# -- a phone-shaped number the text calls an ID --------------------------------------------
+def test_an_id_word_before_a_phone_shape_makes_it_an_id_only_when_nothing_is_between() -> None:
+    """After "passport X1234567," the next number is no longer described by that word."""
+    assert found("passport X1234567, 415-555-0132") == [
+        ("ID_NUMBER", "X1234567"),
+        ("PHONE", "415-555-0132"),
+    ]
+
+
+def test_a_phone_word_after_an_id_word_keeps_the_phone() -> None:
+    """The nearest context word decides: "ID card, phone 415-555-0132" is a phone."""
+    assert found("ID card holder, phone 415-555-0132") == [("PHONE", "415-555-0132")]
 
 
 # -- adversarial hiding -----------------------------------------------------------------------

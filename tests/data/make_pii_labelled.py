@@ -509,6 +509,63 @@ def near_misses() -> list[Snippet]:
     return [snip(make()) for make in makers for _ in range(4)]
 
 
+def this_host() -> list[Snippet]:
+    """Loopback and unspecified addresses name this machine: never PII, also beside PII.
+
+    Fixed text, no ``RNG`` draws, so adding them leaves every generated row as it was.
+    """
+    misses = [
+        "curl http://127.0.0.1:8080/health returns 502",
+        "export OLLAMA_HOST=127.0.0.1:11434",
+        "requests.get('http://127.0.0.1:5000/api/users') hangs",
+        "psql -h 127.0.0.1 -p 5432 -U postgres",
+        "/etc/hosts: 127.0.1.1 devbox",
+        "the health check hits 127.255.255.254 on the loopback range",
+        "uvicorn main:app --host 0.0.0.0 --port 8000",
+        "EXPOSE 8080; server listens on 0.0.0.0:8080",
+        "ingress 0.0.0.0/0 on port 22 is too open",
+        "nginx: listen [::]:80 default_server;",
+        "listen [::1]:443 ssl;",
+        "ping6 ::1 works but the LAN does not",
+        "ip -6 addr shows 0:0:0:0:0:0:0:1/128",
+        "mapped loopback ::ffff:127.0.0.1 in the access log",
+        "tel 127.0.0.1 is what the phone field held (test data)",
+        "docker run -p 127.0.0.1:6379:6379 redis",
+    ]
+    positives = [
+        snip("redis on 127.0.0.1, db on 10.20.30.40", ("IP_ADDRESS", "10.20.30.40")),
+        snip("bind 0.0.0.0; peer 192.168.178.21 up", ("IP_ADDRESS", "192.168.178.21")),
+        snip("[::1]:8080 or 172.20.0.3:8080", ("IP_ADDRESS", "172.20.0.3")),
+        snip("from 127.0.0.1 via 172.31.255.254", ("IP_ADDRESS", "172.31.255.254")),
+    ]
+    return [snip(text) for text in misses] + positives
+
+
+def id_numbers() -> list[Snippet]:
+    """ID numbers in several countries' formats, and ID words beside no ID (fixed text)."""
+    ids = [
+        ("SIN: {} (Canada)", "046 454 286"),
+        ("NHS no {} on the referral", "485 777 3456"),
+        ("Personalausweis-Nr. {}", "T22000129"),
+        ("pasaporte {} vigente", "AAA123456"),
+        ("BSN {} van de klant", "123456782"),
+        ("PESEL {}", "44051401359"),
+        ("Aadhaar {} linked", "2345 6789 0123"),
+        ("Steuer-ID {} bitte angeben", "12 345 678 901"),
+        ("national insurance number {}", "QQ123456C"),
+    ]
+    misses = [
+        "passport renewal takes 6 to 8 weeks",
+        "driver's license class B, valid until 2031",
+        "ID card photo 640x480 pixels",
+        "tax id form W-9 (rev. 2024)",
+        "identity check passed in 3.2 s",
+    ]
+    return [snip(text.format(value), ("ID_NUMBER", value)) for text, value in ids] + [
+        snip(text) for text in misses
+    ]
+
+
 def hard_cases() -> list[Snippet]:
     zw_card = ZW.join(group_card("4111111111111111", " ").split(" "))
     fw_phone, fw_card = fullwidth("+44 20 7946 0958"), fullwidth("5555 5555 5555 4444")
@@ -641,6 +698,8 @@ def build() -> list[Snippet]:
         hard_cases(),
         mixed(),
         near_misses(),
+        this_host(),
+        id_numbers(),
     ]
     return [item for part in parts for item in part]
 
