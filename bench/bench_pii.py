@@ -5,7 +5,17 @@ dates, prices and a code snippet) without PII and with PII, throughput on 1 MB o
 and the same figures for a baseline measured in the same run: one naive combined regular
 expression of the same entity patterns (the first design, ~205 us on 1.7 KB).
 
-    python bench/bench_pii.py [--runs 2000] [--clock cpu|wall]
+When ``presidio-analyzer`` is installed (the ``ner`` extra) it also measures, on the same
+texts, Presidio's ``AnalyzerEngine`` (all its default recognizers, language en) and our
+``PresidioDetector`` (``privacy.ner: presidio``: the regex detector plus Presidio's
+PERSON/LOCATION), both on a spaCy pipeline built here: ``spacy.blank("en")`` and an
+``entity_ruler`` (no trained model can be installed here). A trained model such as
+``en_core_web_lg`` adds its own inference time, so Presidio's figures are a lower bound.
+Presidio reads the 1 MB text in the same 100,000-character windows as ``pii_ner`` (spaCy
+refuses over 1,000,000 characters); ``--presidio-whole`` also times one call on all of it.
+
+    python bench/bench_pii.py [--runs 2000] [--clock cpu|wall] [--presidio-runs 30]
+                              [--no-presidio] [--presidio-whole]
 
 Times are per-thread CPU time by default, so that other processes on a busy machine do
 not inflate them; ``--clock wall`` measures wall-clock time instead (equal when idle).
@@ -15,11 +25,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import os
 import re
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aegis_proxy.pii import PiiDetector
@@ -158,18 +171,113 @@ def median_p95(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[int(len(ordered) * 0.95)]
 
 
-def throughput_mb_s(scan: Callable[[str], object], text: str, clock: Callable[[], int]) -> float:
-    best = min(timings_us(scan, text, 5, clock))
+def throughput_mb_s(
+    scan: Callable[[str], object], text: str, clock: Callable[[], int], runs: int = 5
+) -> float:
+    best = min(timings_us(scan, text, runs, clock))
     return len(text.encode()) / best  # bytes per microsecond == MB/s
 
 
 ROW = "{:<18}{:>16}{:>12}{:>16}{:>12}{:>9}"
 
 
+# -- Presidio beside it (when the 'ner' extra is installed) -----------------------------------
+RULER_PATTERNS = [  # PII_LINES' name and place; the prose's places (Berlin) stay unknown,
+    # so that the text without PII stays without PII for both detectors
+    {"label": "PERSON", "pattern": [{"LOWER": "jane"}, {"LOWER": "doe"}]},
+    {"label": "LOC", "pattern": [{"LOWER": "baker"}, {"LOWER": "street"}]},
+    {"label": "GPE", "pattern": [{"LOWER": "lisbon"}]},
+]
+
+
+@contextmanager
+def ruler_pipeline() -> Iterator[str]:
+    """The folder of a saved spaCy pipeline: a blank English one with an entity ruler."""
+    import spacy
+
+    with tempfile.TemporaryDirectory() as folder:
+        nlp = spacy.blank("en")
+        ruler: Any = nlp.add_pipe("entity_ruler")  # spaCy types it as a plain callable
+        ruler.add_patterns(RULER_PATTERNS)
+        nlp.to_disk(folder)
+        yield folder
+
+
+def presidio_engine(model: str) -> Any:
+    """Presidio's default ``AnalyzerEngine`` (every built-in recognizer) on ``model``."""
+    # Presidio's email recognizer asks tldextract, which would fetch the public suffix
+    # list over the network on first use; an empty URL list makes it use its snapshot.
+    os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    models = [{"lang_code": "en", "model_name": model}]
+    provider = NlpEngineProvider(nlp_configuration={"nlp_engine_name": "spacy", "models": models})
+    return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
+
+
+def presidio_figures(
+    runs: int, clock: Callable[[], int], whole: bool = False
+) -> dict[str, Any] | None:
+    """Presidio's analyzer and our NER backend on this file's texts; None if not installed."""
+    if importlib.util.find_spec("presidio_analyzer") is None:
+        return None
+    from aegis_proxy.pii import PiiDetector
+    from aegis_proxy.pii_ner import WINDOW, PresidioDetector, text_windows
+
+    with ruler_pipeline() as model:
+        engine = presidio_engine(model)
+        ours_ner = PresidioDetector(PiiDetector(), model=model)
+
+        def presidio(text: str) -> object:
+            return [engine.analyze(part, language="en") for _, part in text_windows(text)]
+
+        figures: dict[str, Any] = {"window_chars": WINDOW}
+        for label, text in (("clean_4k", CLEAN_4K), ("pii_4k", PII_4K)):
+            figures[label] = {
+                "presidio_us": median_p95(timings_us(presidio, text, runs, clock)),
+                "detector_ner_us": median_p95(timings_us(ours_ner.scan_text, text, runs, clock)),
+                "presidio_finds": sorted({r.entity_type for r in engine.analyze(text, "en")}),
+            }
+        figures["mb_s_1mb"] = {
+            "presidio": throughput_mb_s(presidio, TEXT_1M, clock, runs=1),
+            "detector_ner": throughput_mb_s(ours_ner.scan_text, TEXT_1M, clock, runs=1),
+        }
+        if whole:
+            engine.nlp_engine.get_nlp("en").max_length = len(TEXT_1M) + 1
+            began = clock()
+            engine.analyze(TEXT_1M, language="en")
+            figures["presidio_whole_1mb_s"] = (clock() - began) / 1e9
+    return figures
+
+
+def print_presidio(figures: dict[str, Any] | None, ours: dict[str, float]) -> None:
+    """Presidio's rows, with how many times our detector's time each takes."""
+    if figures is None:
+        print("\nPresidio: not installed (the 'ner' extra): no Presidio figures in this run")
+        return
+    print("\nPresidio on a blank spaCy 'en' pipeline + entity ruler (a trained model is slower)")
+    for label, name in (("pii_4k", "with"), ("clean_4k", "without")):
+        print(f"4 KB {name} PII: Presidio finds {', '.join(figures[label]['presidio_finds'])}")
+    print(ROW.format("", "Presidio median", "p95", "ner: presidio", "p95", "x ours"))
+    for label, name in (("clean_4k", "4 KB, no PII"), ("pii_4k", "4 KB, with PII")):
+        row = figures[label]
+        cells = [f"{value:.1f} us" for value in (*row["presidio_us"], *row["detector_ner_us"])]
+        print(ROW.format(name, *cells, f"{row['presidio_us'][0] / ours[label]:.0f}x"))
+    rates = figures["mb_s_1mb"]
+    cells = [f"{rates['presidio']:.3f} MB/s", "", f"{rates['detector_ner']:.2f} MB/s", ""]
+    print(ROW.format("1 MB mixed text", *cells, f"{ours['mb_s'] / rates['presidio']:.0f}x"))
+    if "presidio_whole_1mb_s" in figures:
+        print(f"Presidio on the 1 MB text in one call: {figures['presidio_whole_1mb_s']:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu")
+    parser.add_argument("--presidio-runs", type=int, default=30)
+    parser.add_argument("--no-presidio", action="store_true", help="skip Presidio's rows")
+    parser.add_argument("--presidio-whole", action="store_true", help="also 1 MB in one call")
     args = parser.parse_args()
     runs, clock = args.runs, CLOCKS[args.clock]
     detector = PiiDetector()
@@ -179,11 +287,16 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"clock: {args.clock}; load average {load:.1f} on {os.cpu_count()} CPUs\n")
     print(ROW.format("", "detector median", "p95", "naive median", "p95", "speedup"))
-    for name, text in (("4 KB, no PII", CLEAN_4K), ("4 KB, with PII", PII_4K)):
-        ours = median_p95(timings_us(detector.scan_text, text, runs, clock))
+    ours: dict[str, float] = {}
+    for label, name, text in (
+        ("clean_4k", "4 KB, no PII", CLEAN_4K),
+        ("pii_4k", "4 KB, with PII", PII_4K),
+    ):
+        mine = median_p95(timings_us(detector.scan_text, text, runs, clock))
         naive = median_p95(timings_us(naive_scan, text, max(runs // 4, 50), clock))
-        cells = [f"{value:.1f} us" for value in (*ours, *naive)]
-        print(ROW.format(name, *cells, f"{naive[0] / ours[0]:.1f}x"))
+        cells = [f"{value:.1f} us" for value in (*mine, *naive)]
+        print(ROW.format(name, *cells, f"{naive[0] / mine[0]:.1f}x"))
+        ours[label] = mine[0]
     request = median_p95(timings_us(detector.scan_messages, REQUEST, runs, clock))
     print(ROW.format("request, no PII", *(f"{value:.1f} us" for value in request), "", "", ""))
     ours_mb = throughput_mb_s(detector.scan_text, TEXT_1M, clock)
@@ -191,6 +304,9 @@ def main() -> None:
     ours_cell, naive_cell = f"{ours_mb:.1f} MB/s", f"{naive_mb:.1f} MB/s"
     speedup = f"{ours_mb / naive_mb:.1f}x"
     print(ROW.format("1 MB mixed text", ours_cell, "", naive_cell, "", speedup))
+    if not args.no_presidio:
+        ours["mb_s"] = ours_mb
+        print_presidio(presidio_figures(args.presidio_runs, clock, args.presidio_whole), ours)
 
 
 if __name__ == "__main__":
