@@ -30,6 +30,7 @@ log = structlog.get_logger("aegis_proxy")
 
 DETECTION_FAILED = "DETECTION_FAILED"
 IMAGE = "IMAGE"  # an image part: unscannable, so personal data unless images: allow_cloud
+UNREDACTABLE = frozenset({IMAGE, DETECTION_FAILED})  # what no placeholder can stand for
 _STRICTNESS = ("redact", "route_local", "block")
 
 
@@ -108,8 +109,7 @@ def try_redact(
     Declared ``pii``, images and detector failures cannot be redacted; and a redacted copy
     that still scans as PII (a value in a part we do not rewrite) stays local.
     """
-    unredactable = {IMAGE, DETECTION_FAILED} & entities.keys()
-    if unredactable or task.data_classification == "pii":
+    if UNREDACTABLE & entities.keys() or task.data_classification == "pii":
         return None
     redaction = Redaction(rt.detector)
     try:

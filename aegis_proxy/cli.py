@@ -12,12 +12,25 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from aegis_proxy.cli_args import (
+    demo_args,
+    export_args,
+    local_model_args,
+    metrics_args,
+    models_args,
+    no_args,
+    report_args,
+    route_args,
+    simulate_args,
+)
 from aegis_proxy.errors import AegisError
 
 if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig
     from aegis_proxy.ledger import BudgetLimit
 
+# Each command imports what it uses when it runs (``audit`` stays light too); the
+# arguments of each are in ``cli_args``. The module docstring is the --help text.
 Command = Callable[[argparse.Namespace], int]
 
 
@@ -46,85 +59,6 @@ def _parser() -> argparse.ArgumentParser:
             command_parser.add_argument("--config", default=None, help="config file")
         add_arguments(command_parser)
     return parser
-
-
-def _route_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt text (it is scanned, never stored)")
-    parser.add_argument("--task-type", default="general")
-    parser.add_argument("--quality", default="standard", choices=["standard", "high", "critical"])
-    parser.add_argument("--complexity", default="medium", choices=["low", "medium", "high"])
-    parser.add_argument("--complexity-score", type=int, default=None, help="1-10")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument(
-        "--classification",
-        default="internal",
-        choices=["public", "internal", "confidential", "pii"],
-    )
-    parser.add_argument("--agent", default=None)
-    parser.add_argument("--user-id", default=None)
-    parser.add_argument("--tag", action="append", default=[])
-
-
-def _ledger_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--month", type=_month, default=None, help="YYYY-MM (default: this month)")
-    parser.add_argument("--ledger", default=None, help="ledger file or URL (default: config's)")
-
-
-def _report_args(parser: argparse.ArgumentParser) -> None:
-    _ledger_args(parser)
-    parser.add_argument("--format", default="table", choices=["table", "json", "csv"])
-
-
-def _export_args(parser: argparse.ArgumentParser) -> None:
-    _ledger_args(parser)
-    parser.add_argument("--format", default="csv", choices=["csv", "json"])
-
-
-def _simulate_args(parser: argparse.ArgumentParser) -> None:
-    _ledger_args(parser)
-    parser.add_argument("--workload", default=None, help="JSONL workload file, not the ledger")
-    parser.add_argument("--format", default="table", choices=["table", "json"])
-    parser.add_argument(
-        "--assume-available", action="store_true", help="count providers without keys as up"
-    )
-
-
-def _models_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--all", action="store_true", help="every provider with a server")
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per server")
-    parser.add_argument("--format", default="table", choices=["table", "json"])
-
-
-def _demo_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", default=None, help="ledger file (default: a fresh temp)")
-    parser.add_argument("--local-base", default=None, help="use this running OpenAI API")
-    parser.add_argument("--local-model", default=None, help="its model (with --local-base)")
-    parser.add_argument("--no-ollama", action="store_true", help="ignore a running Ollama")
-
-
-def _local_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["serve", "path"])
-    parser.add_argument("--port", type=int, default=None, help="default: a free port")
-
-
-def _metrics_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=9464, help="0: a free port")
-    parser.add_argument("--addr", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--ledger", default=None, help="ledger file or URL (default: config's)")
-
-
-def _no_args(parser: argparse.ArgumentParser) -> None:
-    del parser
-
-
-def _month(value: str) -> str:
-    from aegis_proxy.reports import check_month
-
-    try:
-        check_month(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
 
 
 def _load(args: argparse.Namespace) -> AegisConfig:
@@ -312,19 +246,19 @@ def _metrics(args: argparse.Namespace) -> int:
 
 
 _COMMANDS: dict[str, tuple[Command, str, Callable[[argparse.ArgumentParser], None]]] = {
-    "demo": (_demo, "run the demo pipeline on a real local model", _demo_args),
-    "route": (_route, "explain the routing decision for a prompt and a task", _route_args),
-    "report": (_report, "spend per provider and month against budgets", _report_args),
-    "export": (_export, "export a month's ledger rows (no content)", _export_args),
-    "audit": (_audit, "a month's privacy decisions, and the no-leak proof", _report_args),
-    "check-config": (_check_config, "validate a config file and show its providers", _no_args),
-    "simulate": (_simulate, "replay a month (or a workload) through a config", _simulate_args),
-    "metrics": (_metrics, "serve the ledger's spend vs budgets to Prometheus", _metrics_args),
-    "models": (_models, "list local servers' models and check the config's", _models_args),
+    "demo": (_demo, "run the demo pipeline on a real local model", demo_args),
+    "route": (_route, "explain the routing decision for a prompt and a task", route_args),
+    "report": (_report, "spend per provider and month against budgets", report_args),
+    "export": (_export, "export a month's ledger rows (no content)", export_args),
+    "audit": (_audit, "a month's privacy decisions, and the no-leak proof", report_args),
+    "check-config": (_check_config, "validate a config file and show its providers", no_args),
+    "simulate": (_simulate, "replay a month (or a workload) through a config", simulate_args),
+    "metrics": (_metrics, "serve the ledger's spend vs budgets to Prometheus", metrics_args),
+    "models": (_models, "list local servers' models and check the config's", models_args),
     "local-model": (
         _local_model,
         "serve the local model (SmolLM2) or print its file",
-        _local_model_args,
+        local_model_args,
     ),
 }
 

@@ -6,7 +6,7 @@ SQLite ledger in a fresh temp folder, real budget reservations. What must always
 
 - the output tells the truth: a provider without a key is shown as unavailable (never
   called), the ``simulated_cloud`` tier is labelled as answered by the local model, and
-  every answer shown is what the model returned;
+  every answer shown is what the model returned (the tables: ``demo_report``);
 - the local model server is stopped when the demo ends, however it ends;
 - no prompt or response text reaches the ledger or a log line (the proxy's invariants).
 """
@@ -21,12 +21,12 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
 from aegis_proxy.budget import budget_limits
 from aegis_proxy.config import AegisConfig, load_config
+from aegis_proxy.demo_report import intro, quote, routing_table, served_label, truth
 from aegis_proxy.local_model import MODEL_ALIAS, MODEL_LABEL, LocalEndpoint, local_endpoint
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.proxy import AegisLLMProxy
@@ -82,7 +82,7 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     print("aegis_proxy demo: a small ingestion pipeline through a real AegisLLMProxy\n", file=out)
     with _endpoint(options, out) as endpoint, _demo_env(endpoint, ledger):
         config = load_config(options.config or DEMO_CONFIG)
-        _intro(out, config, endpoint, fresh=options.ledger is None)
+        intro(out, config, endpoint, fresh=options.ledger is None)
         asyncio.run(_run_pipeline(config, endpoint, out))
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", file=out)
     return 0
@@ -151,11 +151,11 @@ async def _run_pipeline(config: AegisConfig, endpoint: LocalEndpoint, out: TextI
             await _step(out, "streamed answer", _streamed(proxy, out)),
             await _step(out, "supplier review: budgeted cloud", _report(proxy)),
         ]
-        _routing_table(out, steps, config, endpoint)
+        routing_table(out, steps, config, endpoint)
         summary = proxy.ledger.monthly_summary(None, budget_limits(config))
         print("\nthis month's ledger (aegis-proxy report):\n", file=out)
         print(render_summary(summary, "table"), file=out)
-        _truth(out, config, endpoint, Path(config.ledger.path))
+        truth(out, config, endpoint, Path(config.ledger.path))
 
 
 async def _step(out: TextIO, title: str, work: Work) -> StepResult:
@@ -165,7 +165,7 @@ async def _step(out: TextIO, title: str, work: Work) -> StepResult:
     await work(result)
     shown = list(zip(result.records, result.answers, strict=True))
     for record, answer in shown[:6]:
-        print(f"  {_served(record):<16} {_quote(answer)}", file=out)
+        print(f"  {served_label(record):<16} {quote(answer)}", file=out)
     if len(shown) > 6:
         print(f"  ... and {len(shown) - 6} more answers", file=out)
     print(f"  ({len(shown)} request(s), {time.perf_counter() - started:.1f} s)", file=out)
@@ -228,118 +228,3 @@ def _report(proxy: AegisLLMProxy) -> Work:
             await _ask(proxy, result, prompt, LLMTask(task_type="report"), 48)
 
     return work
-
-
-# -- what the demo prints --------------------------------------------------------------------
-
-
-def _intro(out: TextIO, config: AegisConfig, endpoint: LocalEndpoint, *, fresh: bool) -> None:
-    note = " (a new file for this run)" if fresh else ""
-    print(f"config: {config.source}\nledger: {config.ledger.path}{note}", file=out)
-    print("providers:", file=out)
-    for name in config.providers:
-        print(f"  {name:<16} {_state(config, name, endpoint)}", file=out)
-
-
-def _state(config: AegisConfig, name: str, endpoint: LocalEndpoint) -> str:
-    provider = config.providers[name]
-    if provider.unavailable_reason:
-        return f"UNAVAILABLE: {provider.unavailable_reason} (never called)"
-    if _simulated(config, name, endpoint):
-        price = provider.resolved_price
-        return (
-            f"SIMULATED cloud, answered by the local model: made-up price "
-            f"${price.input_per_mtok:.2f}/${price.output_per_mtok:.2f} per Mtok, real budget "
-            f"${provider.monthly_budget_usd}/month"
-        )
-    if provider.local:
-        return f"REAL local model: {endpoint.label}"
-    return "REAL cloud provider: calls use your key and cost real money"
-
-
-def _simulated(config: AegisConfig, name: str, endpoint: LocalEndpoint) -> bool:
-    provider = config.providers[name]
-    return not provider.local and provider.api_base == endpoint.api_base
-
-
-def _served(record: AegisRecord) -> str:
-    return f"{record.provider or 'nobody'}:"
-
-
-def _quote(text: str, width: int = 90) -> str:
-    flat = " ".join(text.split())
-    return f'"{flat[: width - 3]}..."' if len(flat) > width else f'"{flat}"'
-
-
-def _routing_table(
-    out: TextIO, steps: list[StepResult], config: AegisConfig, endpoint: LocalEndpoint
-) -> None:
-    header = ("#", "step", "n", "rule", "personal data", "served by", "passed over", "tokens")
-    rows: list[tuple[str, ...]] = [header]
-    why: list[str] = []
-    for number, step in enumerate(steps, start=1):
-        rows += _step_rows(number, step, config, endpoint)
-        why += [f"{number}. {line}" for line in _reasons(step.records)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    print("\nrouting table (every request above, grouped; tokens are in/out):\n", file=out)
-    for row in rows:
-        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-        print(line.rstrip(), file=out)
-    print("  * simulated cloud: a paid, budgeted tier served by the local model\n\nwhy:", file=out)
-    print("\n".join(f"  {line}" for line in why), file=out)
-
-
-def _step_rows(
-    number: int, step: StepResult, config: AegisConfig, endpoint: LocalEndpoint
-) -> list[tuple[str, ...]]:
-    """One row per run of requests with the same outcome (a batch is one row)."""
-    rows: list[tuple[str, ...]] = []
-    for (served, passed), group in groupby(step.records, key=_outcome_key):
-        records = list(group)
-        first = records[0]
-        star = "*" if _simulated(config, served, endpoint) else ""
-        pii = ",".join(sorted(first.pii_entities)) or ("declared" if first.contains_pii else "-")
-        tokens_in = sum(r.input_tokens for r in records)
-        tokens_out = sum(r.output_tokens for r in records)
-        rows.append(
-            (str(number), step.title, str(len(records)), first.rule, pii,
-             served + star, passed or "-", f"{tokens_in}/{tokens_out}")
-        )  # fmt: skip
-    return rows
-
-
-def _outcome_key(record: AegisRecord) -> tuple[str, str]:
-    passed = [f"{a.provider} ({_short(a.outcome, a.reason)})" for a in record.attempts
-              if a.outcome != "ok"]  # fmt: skip
-    return record.provider or "nobody", ", ".join(passed)
-
-
-def _short(outcome: str, reason: str | None) -> str:
-    if reason and reason.startswith("environment variable"):
-        return "no key"
-    return {"budget_exceeded": "budget used up"}.get(outcome, outcome)
-
-
-def _reasons(records: list[AegisRecord]) -> list[str]:
-    """Each distinct reason once: the rule's, the privacy restriction's, each pass-over's."""
-    found: dict[str, str] = {}
-    for record in records:
-        found.setdefault(record.reason, record.reason)
-        if record.removed_providers:
-            kept = f"kept away from: {', '.join(record.removed_providers)}"
-            found.setdefault(kept, kept)
-        for a in record.attempts:
-            key = f"{a.provider} {a.outcome}"
-            if a.reason:
-                found.setdefault(key, f"{key}: {a.reason}")
-        if record.tokens_counted:
-            found.setdefault("counted", f"{record.provider} sent no usage: tokens counted locally")
-    return list(found.values())
-
-
-def _truth(out: TextIO, config: AegisConfig, endpoint: LocalEndpoint, ledger: Path) -> None:
-    print("\nwhat was real:", file=out)
-    for name in config.providers:
-        print(f"  {name:<16} {_state(config, name, endpoint)}", file=out)
-    print(f"  {'ledger':<16} REAL SQLite file {ledger}", file=out)
-    print(f"  {'':<16} (aegis-proxy export --ledger {ledger} --format csv)", file=out)

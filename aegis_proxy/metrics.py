@@ -14,56 +14,74 @@ must always hold:
 - ``prometheus_client`` is the optional ``metrics`` extra: importing this module without it
   fails with a message naming the extra, and ``import aegis_proxy`` never imports it.
 
-The metrics are listed in the tables below; ``docs/observability.md`` explains them.
+The metrics are listed in the tables below (the budget gauges in ``metrics_ledger``);
+``docs/observability.md`` explains them. Label values come from ``metrics_labels``; the
+ledger's view for ``aegis-proxy metrics`` is ``metrics_ledger``. Their names are
+importable from here.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self, TypeVar, cast
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client import start_http_server as _start_http_server
-    from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.metrics import MetricWrapperBase
 except ImportError as exc:  # the optional extra is not installed
     raise ImportError(
         "aegis_proxy.metrics needs prometheus-client: pip install 'aegis-proxy[metrics]'"
     ) from exc
 
-from aegis_proxy.policy import DEFAULT_RULE
+from aegis_proxy.metrics_labels import (
+    NONE,
+    fallback_reason,
+    fallbacks,
+    reason_of,
+    request_outcome,
+    route_orders,
+    served_by,
+    skip_category,
+)
+from aegis_proxy.metrics_ledger import BUDGET_GAUGES, LedgerBudgetCollector, ledger_registry
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from aegis_proxy.config import AegisConfig
     from aegis_proxy.events import AttemptEvent, RequestEvent
-    from aegis_proxy.ledger import AttemptOutcome, BudgetLimit, LedgerBackend
+    from aegis_proxy.ledger import AttemptOutcome
     from aegis_proxy.proxy import AegisLLMProxy
-    from aegis_proxy.reports import ProviderMonth
-    from aegis_proxy.request import AegisRecord, Attempt
+
+__all__ = [
+    "BREAKER_STATES",
+    "LATENCY_BUCKETS",
+    "NONE",
+    "TTFT_BUCKETS",
+    "LedgerBudgetCollector",
+    "PrometheusObserver",
+    "fallback_reason",
+    "fallbacks",
+    "ledger_registry",
+    "reason_of",
+    "request_outcome",
+    "route_orders",
+    "served_by",
+    "skip_category",
+    "start_metrics_server",
+]
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
-NONE = "none"  # the provider/model label of a request no provider served
 _ATTEMPT_OUTCOMES = frozenset(
     {"ok", "error", "cancelled", "skipped", "budget_exceeded", "ledger_unavailable", "cache_hit"}
-)
-_ERROR_KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_SKIP_CATEGORIES = (  # a fragment of Attempt.reason -> its category, first match wins
-    ("circuit breaker", "breaker"),
-    ("personal data", "privacy"),
-    ("max_cost_usd", "budget"),
-    ("deadline", "deadline"),
 )
 _TOKEN_TYPES = ("input", "output", "cached", "reasoning")
 M = TypeVar("M", bound=MetricWrapperBase)
 _PM = ("provider", "model")
-_BUDGET = ("provider", "period")
 _COUNTERS = (  # attribute, name (``_total`` is added), help, labels
     ("requests", "llm_requests", "Routed requests by serving provider, rule and outcome",
      (*_PM, "rule", "outcome")),
@@ -85,9 +103,7 @@ _HISTOGRAMS = (
      TTFT_BUCKETS),
 )  # fmt: skip
 _GAUGES = (
-    ("budget_spent", "llm_budget_spent_usd", "Settled spend in the period", _BUDGET),
-    ("budget_limit", "llm_budget_limit_usd", "Budget of the period", _BUDGET),
-    ("budget_used", "llm_budget_used_ratio", "Spend / budget", _BUDGET),
+    *BUDGET_GAUGES,
     ("breaker", "llm_circuit_breaker_state", "0 closed, 1 half-open, 2 open", ("provider",)),
 )
 
@@ -238,142 +254,6 @@ def _breaker_state(proxy: AegisLLMProxy, provider: str) -> Callable[[], float]:
         return float(BREAKER_STATES.get(breaker.state, 0)) if breaker is not None else 0.0
 
     return state
-
-
-# -- what an event means, as bounded labels ---------------------------------------------
-
-
-def skip_category(reason: str | None) -> str:
-    """The category of a skipped candidate's reason: breaker, privacy, budget, deadline or
-    unavailable (missing key or SDK, no vision)."""
-    text = (reason or "").lower()
-    for fragment, category in _SKIP_CATEGORIES:
-        if fragment in text:
-            return category
-    return "unavailable"
-
-
-def reason_of(attempt: Attempt) -> str:
-    """Why an attempt did not serve: an error kind, a skip category, or '' when it did."""
-    if attempt.outcome in ("ok", "cache_hit"):
-        return ""
-    if attempt.outcome == "budget_exceeded":
-        return "budget"
-    if attempt.outcome == "skipped":
-        return skip_category(attempt.reason)
-    if attempt.outcome == "cancelled":
-        return "cancelled"
-    kind = attempt.error_type or ""
-    return kind if _ERROR_KIND.fullmatch(kind) else "other"
-
-
-def fallback_reason(attempt: Attempt) -> str:
-    """budget, error, breaker, privacy, deadline or unavailable."""
-    if attempt.outcome == "budget_exceeded":
-        return "budget"
-    if attempt.outcome == "skipped":
-        return skip_category(attempt.reason)
-    return "error"
-
-
-def request_outcome(event: RequestEvent) -> str:
-    """ok, no_provider, or how the served stream ended (error, cancelled)."""
-    if event.error is None:
-        return "ok"
-    if event.error == "NoProviderAvailableError":
-        return "no_provider"
-    attempts = event.record.attempts
-    last = attempts[-1].outcome if attempts else "error"
-    return last if last in ("error", "cancelled") else "error"
-
-
-def served_by(record: AegisRecord, outcome: str) -> tuple[str, str]:
-    """(provider, model) that served the request, or whose stream failed; else none."""
-    if outcome == "ok":
-        return record.provider or NONE, record.model or NONE
-    if outcome in ("error", "cancelled") and record.attempts:
-        return record.attempts[-1].provider, record.attempts[-1].model
-    return NONE, NONE
-
-
-def fallbacks(record: AegisRecord, route: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(provider, reason) of each provider a served request passed over.
-
-    A retry that ends at the same provider is no fallback. Providers the privacy
-    invariant removed count when they came before the serving one in the rule's ``route``
-    (all of them when the route is unknown).
-    """
-    passed: dict[str, str] = {}
-    for attempt in record.attempts:
-        if attempt.provider != record.provider:
-            passed[attempt.provider] = fallback_reason(attempt)  # the last reason wins
-    removed = record.removed_providers
-    if route is not None and record.provider in route:
-        ahead = set(route[: route.index(record.provider)])
-        removed = [name for name in removed if name in ahead]
-    for name in removed:
-        passed.setdefault(name, "privacy")
-    return list(passed.items())
-
-
-def route_orders(config: AegisConfig) -> dict[str, tuple[str, ...]]:
-    """Each rule's providers in route order (the default route under 'default')."""
-    routes = {rule.name: tuple(e.provider for e in rule.route) for rule in config.routing.rules}
-    routes[DEFAULT_RULE] = tuple(e.provider for e in config.routing.default)
-    return routes
-
-
-# -- the ledger's view, for ``aegis-proxy metrics`` ----------------------------------------
-
-
-class LedgerBudgetCollector:
-    """Budget gauges read from the ledger at each scrape (``period="month"``).
-
-    For a process that serves no requests itself (``aegis-proxy metrics``): the ledger is
-    shared by every process of the application, so this is the fleet's spend. Not to be
-    registered next to a ``PrometheusObserver`` (they export the same gauges).
-    """
-
-    def __init__(self, ledger: LedgerBackend, budgets: Mapping[str, BudgetLimit | None]) -> None:
-        self._ledger = ledger
-        self._budgets = dict(budgets)
-
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        return iter(_ledger_families())
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        spent, limit, used, attempts = _ledger_families()
-        for row in self._ledger.monthly_summary(None, self._budgets):
-            labels = [row.provider, "month"]
-            spent.add_metric(labels, row.spend_micros / 1_000_000)
-            if row.budget_micros is not None:
-                limit.add_metric(labels, row.budget_micros / 1_000_000)
-                used.add_metric(labels, row.share_used or 0.0)
-            for status in ("ok", "error", "cancelled", "pending", "expired"):
-                attempts.add_metric([row.provider, status], _count(row, status))
-        return iter((spent, limit, used, attempts))
-
-
-def _ledger_families() -> tuple[GaugeMetricFamily, ...]:
-    budget = (GaugeMetricFamily(name, doc, labels=list(labels)) for _, name, doc, labels in _GAUGES)
-    attempts = GaugeMetricFamily(
-        "llm_ledger_month_attempts", "Ledger rows this month (UTC)", labels=["provider", "status"]
-    )
-    return (*list(budget)[:3], attempts)
-
-
-def _count(row: ProviderMonth, status: str) -> int:
-    field = {"ok": "requests", "error": "errors", "pending": "in_flight"}.get(status, status)
-    return int(getattr(row, field))
-
-
-def ledger_registry(
-    ledger: LedgerBackend, budgets: Mapping[str, BudgetLimit | None]
-) -> CollectorRegistry:
-    """A registry holding only the ledger's budget gauges."""
-    registry = CollectorRegistry()
-    registry.register(LedgerBudgetCollector(ledger, budgets))
-    return registry
 
 
 def start_metrics_server(

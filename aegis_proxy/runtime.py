@@ -135,12 +135,11 @@ def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
     if privacy.ner == "presidio":
         from aegis_proxy.pii_ner import PresidioDetector  # an optional extra: load on demand
 
-        return PresidioDetector(detector, source=config.source)
+        return PresidioDetector(detector, source=config.source, model=privacy.ner_model)
     return detector
 
 
-_DETECTOR_KEYS = {"entities", "allow", "recognizers", "ner"}
-_NER_TYPES = ("PERSON", "LOCATION")  # what aegis_proxy.pii_ner adds
+_DETECTOR_KEYS = {"entities", "allow", "recognizers", "ner", "ner_model"}
 
 
 def check_entity_actions(config: AegisConfig) -> None:
@@ -148,7 +147,9 @@ def check_entity_actions(config: AegisConfig) -> None:
     privacy = config.privacy
     known = {*ENTITY_TYPES, IMAGE, DETECTION_FAILED, *(r.name for r in privacy.recognizers)}
     if privacy.ner == "presidio":
-        known.update(_NER_TYPES)
+        from aegis_proxy.pii_ner import NER_ENTITIES  # Presidio itself loads only when used
+
+        known.update(NER_ENTITIES)
     for name in privacy.entity_actions:
         if name not in known:
             problem = f"unknown entity type {name!r}; known: {', '.join(sorted(known))}"

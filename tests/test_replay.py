@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +16,7 @@ from aegis_proxy import LLMTask, NoProviderAvailableError
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.errors import ConfigError, LedgerError
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart, Ledger, current_month
+from aegis_proxy.ledger_base import PrivacyDecision
 from aegis_proxy.pricing import Price, cost_micros
 from aegis_proxy.replay import (
     integer_rates,
@@ -56,15 +59,21 @@ def record(
     pii: bool = False,
     status: str = "ok",
     cost: int = 0,
+    entities: dict[str, int] | None = None,
     **task: Any,
 ) -> None:
-    """One settled attempt row, written through the ledger's own API."""
+    """One settled attempt row, written through the ledger's own API.
+
+    ``entities`` records the request's PII entity types as the proxy does since m004.
+    """
     fields = {"quality": "critical", "complexity": "high", **task}
+    decision = None if entities is None else PrivacyDecision(tuple(entities.items()), "redact")
     start = AttemptStart(
         request_id=f"req-{n}", attempt=1, provider=provider, model="m", rule=rule,
         task_type=fields.get("task_type", "extraction"), quality=fields["quality"],
         complexity=fields["complexity"], batch_size=fields.get("batch_size", 1),
-        data_classification="internal", contains_pii=pii, stream=False, query_hash="0" * 16,
+        data_classification="internal", contains_pii=pii or bool(entities), stream=False,
+        query_hash="0" * 16, privacy=decision,
     )  # fmt: skip
     row = ledger.reserve(start, 0, None, now=when)
     outcome = AttemptOutcome(status, 10.0, tokens[0], tokens[1], cost_micros=cost)
@@ -242,6 +251,32 @@ def test_pii_rows_unserved_without_a_local_provider(rig: Rig, tmp_path: Path) ->
     sim = simulate_ledger(config, tmp_path / "l.db", "2026-10")
     assert sim.projected.unserved == {"no_local_provider": 1}
     assert not sim.projected.served
+
+
+def test_recorded_entity_types_decide_the_privacy_action(rig: Rig, tmp_path: Path) -> None:
+    """Rows with recorded entity types take the strictest entity action; older rows pii_action."""
+    with Ledger(tmp_path / "l.db") as ledger:
+        record(ledger, 1, "openai", (100, 10), entities={"EMAIL": 2})  # redacted: cloud
+        record(ledger, 2, "local_ollama", (100, 10), entities={"EMAIL": 1, "CREDIT_CARD": 1})
+        record(ledger, 3, "local_ollama", (100, 10), entities={"PERSON": 1})  # pii_action
+        record(ledger, 4, "local_ollama", (100, 10), pii=True)  # before m004: '{}'
+        record(ledger, 5, "local_ollama", (100, 10), entities={"EMAIL": 1, "IMAGE": 1})
+    with closing(sqlite3.connect(tmp_path / "l.db")) as conn:
+        stored = [row[0] for row in conn.execute("SELECT pii_entities FROM requests ORDER BY id")]
+    assert stored[0] == '{"EMAIL": 2}'
+    assert stored[3] == "{}"
+    routing = {"rules": [], "default": ["openai"]}
+    privacy = {
+        "pii_action": "route_local",
+        "entity_actions": {"EMAIL": "redact", "IMAGE": "redact", "CREDIT_CARD": "block"},
+    }
+    sim = simulate_ledger(config_of(rig, routing=routing, privacy=privacy), tmp_path / "l.db",
+                          "2026-10")  # fmt: skip
+    assert sim.projected.served == {"openai": 1, "local_ollama": 3}  # an image stays local
+    assert sim.projected.unserved == {"pii_blocked": 1}
+    redact = config_of(rig, routing=routing, privacy={"pii_action": "redact"})
+    sim = simulate_ledger(redact, tmp_path / "l.db", "2026-10")
+    assert sim.projected.served == {"openai": 4, "local_ollama": 1}
 
 
 def test_unavailable_provider_is_skipped_unless_assumed(
