@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, cast
 
+from aegis_proxy.audit import audit_month, render_audit
 from aegis_proxy.budget import budget_limits
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.demo_report import intro, quote, routing_table, served_label, truth
+from aegis_proxy.ledger import current_month
 from aegis_proxy.local_model import MODEL_ALIAS, MODEL_LABEL, LocalEndpoint, local_endpoint
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.proxy import AegisLLMProxy
@@ -155,6 +157,10 @@ async def _run_pipeline(config: AegisConfig, endpoint: LocalEndpoint, out: TextI
         summary = proxy.ledger.monthly_summary(None, budget_limits(config))
         print("\nthis month's ledger (aegis-proxy report):\n", file=out)
         print(render_summary(summary, "table"), file=out)
+        local = {name for name, provider in config.providers.items() if provider.local}
+        audit = audit_month(proxy.ledger, current_month(), local)
+        print("\nthe privacy audit (aegis-proxy audit):\n", file=out)
+        print(render_audit(audit, "table"), file=out)
         truth(out, config, endpoint, Path(config.ledger.path))
 
 

@@ -74,6 +74,8 @@ def test_demo_keeps_personal_data_local_and_says_why(
     assert (first["provider"], first["contains_pii"]) == ("local_model", 1)
     assert "personal data (EMAIL, PHONE): local providers only" in output
     assert "kept away from: openai, ollama_cloud" in output
+    assert first["privacy_action"] == "route_local"
+    assert "proof: no row with contains_pii = 1 reached a non-local provider" in output
 
 
 def test_demo_budget_runs_out_mid_way(demo_run: tuple[str, FakeProviderServer, Path]) -> None:
