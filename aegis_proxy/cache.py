@@ -152,12 +152,19 @@ class ResponseCache:
             self._conn.close()
 
 
+def cache_ttl(job: Job) -> float:
+    """Seconds this request's answer is kept; 0: not cached (off, rule TTL 0, not deterministic)."""
+    if not cacheable(job.params):
+        return 0.0
+    return effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
+
+
 def cached_answer(
-    cache: ResponseCache | None, job: Job, client: ProviderClient, model: str
+    cache: ResponseCache, job: Job, client: ProviderClient, model: str
 ) -> ChatCompletion | None:
-    """The cached answer of this attempt, rebuilt; None on a miss or when not cached."""
-    slot = _slot(job, client, model) if cache is not None else None
-    stored = cache.get(slot[0]) if cache is not None and slot is not None else None
+    """The cached answer of this attempt, rebuilt; None on a miss or when it is not cacheable."""
+    key = _key(job, client, model)
+    stored = cache.get(key) if key is not None else None
     if stored is None:
         return None
     from aegis_proxy.providers import completion_from_json  # the SDK's types: only on a hit
@@ -170,20 +177,15 @@ def cached_answer(
 
 
 def store_answer(
-    cache: ResponseCache | None, job: Job, call: Call, response: ChatCompletion
+    cache: ResponseCache, ttl_s: float, job: Job, call: Call, response: ChatCompletion
 ) -> None:
     """Keep a provider's answer as it came (placeholders of a redacted request kept)."""
-    slot = _slot(job, call.client, call.model) if cache is not None else None
-    if cache is not None and slot is not None:
-        cache.put(slot[0], response.model_dump(mode="json", exclude={"aegis"}), slot[1])
+    key = _key(job, call.client, call.model)
+    if key is not None:
+        cache.put(key, response.model_dump(mode="json", exclude={"aegis"}), ttl_s)
 
 
-def _slot(job: Job, client: ProviderClient, model: str) -> tuple[str, float] | None:
-    """(key, TTL) of this attempt's answer; None when it is not cached."""
-    ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
-    if ttl <= 0 or not cacheable(job.params):
-        return None
+def _key(job: Job, client: ProviderClient, model: str) -> str | None:
     plan, params = job.plan, job.sent_params(client.config)
     user_id = plan.task.user_id
-    key = scoped_key(client.name, model, plan.messages, params, plan.contains_pii, user_id)
-    return None if key is None else (key, ttl)
+    return scoped_key(client.name, model, plan.messages, params, plan.contains_pii, user_id)

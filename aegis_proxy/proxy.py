@@ -33,9 +33,8 @@ from aegis_proxy.attempts import CacheHit, Call, Job, outcome_of, record_success
 from aegis_proxy.cache import (
     ResponseCache,
     cache_path,
-    cacheable,
+    cache_ttl,
     cached_answer,
-    effective_ttl,
     store_answer,
 )
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
@@ -116,11 +115,6 @@ class AegisLLMProxy:
         if self._cache is None:
             self._cache = ResponseCache(cache_path(self.config))
         return self._cache
-
-    def _cache_of(self, job: Job) -> ResponseCache | None:
-        """The response cache when this request's route caches answers (opened then), or None."""
-        ttl = effective_ttl(job.rt.config.cache, job.plan.route.cache_ttl_s)
-        return self.response_cache if ttl > 0 and cacheable(job.params) else None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str]) -> AegisLLMProxy:
@@ -310,8 +304,8 @@ class AegisLLMProxy:
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
         self._settle(job, call, "ok", response.usage, response_text(message), None)
-        if not isinstance(call, CacheHit):
-            store_answer(self._cache_of(job), job, call, response)  # placeholders kept
+        if not isinstance(call, CacheHit) and (ttl_s := cache_ttl(job)) > 0:
+            store_answer(self.response_cache, ttl_s, job, call, response)  # placeholders kept
         if job.plan.redaction is not None:
             for choice in response.choices:
                 restore_message(choice.message, job.plan.redaction)
@@ -349,7 +343,8 @@ class AegisLLMProxy:
             return None
         state = breaker.state
         job.attempts += 1
-        answer = cached_answer(self._cache_of(job), job, client, model)
+        cached = cache_ttl(job) > 0
+        answer = cached_answer(self.response_cache, job, client, model) if cached else None
         free = answer is not None  # a cached answer costs $0: no budget to check
         try:
             row_id = self.ledger.reserve(
