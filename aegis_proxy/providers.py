@@ -3,9 +3,16 @@
 What must always hold:
 - ``any_llm`` is imported lazily, on the first call, so that ``aegis-proxy report`` and
   ``route`` never pay its ~1.5 s import;
-- one ``AnyLLM`` client per configured provider, created once and reused, with
+- a provider's ``AnyLLM`` clients are created once and reused, with
   ``unified_exceptions=True`` and SDK-side retries off (retries belong to our layer, where
-  the ledger sees them);
+  the ledger sees them). The first is made by ``prepare``; more (``MAX_SHARDS`` at most)
+  only while every one of them has ``SHARD_IN_FLIGHT`` calls in flight: httpcore's
+  connection pool rescans all its connections for each request, so one pool holding 256
+  connections cost twice the CPU per request of sixteen pools holding sixteen each. No
+  pool is capped: a slow provider gets as many connections as the SDK allows. Extra
+  clients share the first one's SSL context (building one costs ~17 ms) and are made only
+  for the SDKs whose HTTP client we can hand that context to (Ollama and the plain
+  OpenAI-compatible ones); any other SDK keeps one client;
 - each API key reaches only its own provider: a provider without a configured key never
   picks one up from the process environment (``OPENAI_API_KEY``, ``OLLAMA_API_KEY``);
 - every exception out of the SDK becomes a ``ProviderCallError`` in ``map_sdk_errors``,
@@ -17,16 +24,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy import errors
 
 if TYPE_CHECKING:
+    import ssl
+
     from any_llm.types.completion import ChatCompletion, ChatCompletionChunk
 
     from aegis_proxy.config import ProviderConfig
 
 _NO_KEY = "aegis-no-key"  # sent to key-less OpenAI-compatible servers instead of an env key
+SHARD_IN_FLIGHT = 16
+"""Calls in flight on every client of a provider before another client is made."""
+MAX_SHARDS = 16
+"""Clients (each with its own connection pool) per provider at most."""
 
 _CLASS_MAP: dict[str, type[errors.ProviderCallError]] = {
     "RateLimitError": errors.RateLimitedError,
@@ -114,13 +128,23 @@ def map_sdk_errors(provider: str) -> Iterator[None]:
         raise map_error(provider, exc) from exc
 
 
+@dataclass(slots=True)
+class _Shard:
+    """One any-llm client (one connection pool) and the calls it has in flight."""
+
+    client: Any
+    in_flight: int = 0
+
+
 class ProviderClient:
-    """One configured provider and its lazily created, reused any-llm client."""
+    """One configured provider and its lazily created, reused any-llm clients."""
 
     def __init__(self, name: str, config: ProviderConfig) -> None:
         self.name = name
         self.config = config
-        self._client: Any = None
+        self._shards: list[_Shard] = []
+        self._max_shards = MAX_SHARDS
+        self._ssl_context: ssl.SSLContext | None = None
 
     @property
     def unavailable_reason(self) -> str | None:
@@ -128,41 +152,72 @@ class ProviderClient:
 
     @property
     def ready(self) -> bool:
-        """Whether the SDK client exists already."""
-        return self._client is not None
+        """Whether the first SDK client exists already."""
+        return bool(self._shards)
+
+    @property
+    def shards(self) -> int:
+        """How many SDK clients (connection pools) this provider has now."""
+        return len(self._shards)
 
     def prepare(self) -> None:
-        """Create the SDK client now (imports any-llm), outside any attempt's time limit."""
-        self._get_client()
+        """Create the first SDK client now (imports any-llm), outside any attempt's limit."""
+        if not self._shards:
+            self._add_shard()
 
-    def _get_client(self) -> Any:
-        if self._client is None:
-            with map_sdk_errors(self.name):
-                self._client = _create_client(self.config)
-        return self._client
+    def _add_shard(self) -> _Shard:
+        with map_sdk_errors(self.name):
+            if self._ssl_context is None:
+                self._ssl_context = _ssl_context()
+            client, shareable = _create_client(self.config, self._ssl_context)
+        if not shareable:
+            self._max_shards = 1
+        shard = _Shard(client)
+        self._shards.append(shard)
+        return shard
+
+    def _pick(self) -> _Shard:
+        """The first client with room, else a new one, else the least busy one."""
+        for shard in self._shards:
+            if shard.in_flight < SHARD_IN_FLIGHT:
+                return shard
+        if len(self._shards) < self._max_shards:
+            return self._add_shard()
+        return min(self._shards, key=lambda shard: shard.in_flight)
 
     async def complete(
         self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]
     ) -> ChatCompletion:
         """One non-streaming attempt; raises ``ProviderCallError``."""
-        client = self._get_client()
-        with map_sdk_errors(self.name):
-            response: ChatCompletion = await client.acompletion(
-                model=model, messages=messages, **params
-            )
+        shard = self._pick()
+        shard.in_flight += 1
+        try:
+            with map_sdk_errors(self.name):
+                response: ChatCompletion = await shard.client.acompletion(
+                    model=model, messages=messages, **params
+                )
+        finally:
+            shard.in_flight -= 1
         return response
 
     async def open_stream(
         self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]
     ) -> AsyncIterator[ChatCompletionChunk]:
-        """Start a streaming attempt; iterate the result through ``iterate_stream``."""
-        client = self._get_client()
+        """Start a streaming attempt; iterate the result through ``iterate_stream``.
+
+        A stream counts as in flight on its client while it opens, not while it is read.
+        """
+        shard = self._pick()
         if self.config.sdk != "ollama":  # OpenAI-style servers send usage only when asked
             params = {**params, "stream_options": {"include_usage": True}}
-        with map_sdk_errors(self.name):
-            stream: AsyncIterator[ChatCompletionChunk] = await client.acompletion(
-                model=model, messages=messages, stream=True, **params
-            )
+        shard.in_flight += 1
+        try:
+            with map_sdk_errors(self.name):
+                stream: AsyncIterator[ChatCompletionChunk] = await shard.client.acompletion(
+                    model=model, messages=messages, stream=True, **params
+                )
+        finally:
+            shard.in_flight -= 1
         return stream
 
     async def next_chunk(self, stream: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk:
@@ -171,11 +226,10 @@ class ProviderClient:
             return await anext(stream)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
-        with contextlib.suppress(Exception):  # closing a broken connection must not mask
-            await _close_client(client)
+        shards, self._shards = self._shards, []
+        for shard in shards:
+            with contextlib.suppress(Exception):  # closing a broken connection must not mask
+                await _close_client(shard.client)
 
 
 def completion_from_json(data: dict[str, Any]) -> ChatCompletion:
@@ -185,7 +239,15 @@ def completion_from_json(data: dict[str, Any]) -> ChatCompletion:
     return ChatCompletion.model_validate(data)
 
 
-def _create_client(config: ProviderConfig) -> Any:
+def _ssl_context() -> ssl.SSLContext:
+    """The SSL context httpx would build for a client (certifi, or $SSL_CERT_FILE/DIR)."""
+    import httpx
+
+    return httpx.create_ssl_context(trust_env=True)
+
+
+def _create_client(config: ProviderConfig, context: ssl.SSLContext) -> tuple[Any, bool]:
+    """A new any-llm client, and whether it was handed ``context`` (then more may follow)."""
     from any_llm import AnyLLM  # lazy: ~1.5 s import
 
     key = config.api_key.get_secret_value() if config.api_key else None
@@ -193,13 +255,34 @@ def _create_client(config: ProviderConfig) -> Any:
     if config.sdk == "ollama":
         if key:
             kwargs["headers"] = {"Authorization": f"Bearer {key}"}
-        client: Any = AnyLLM.create("ollama", api_base=config.api_base, **kwargs)
+        client: Any = AnyLLM.create("ollama", api_base=config.api_base, verify=context, **kwargs)
         if not key:  # the ollama client reads OLLAMA_API_KEY from the environment: drop it
             client.client._client.headers.pop("authorization", None)
-        return client
-    return AnyLLM.create(
+        return client, True
+    shareable = _plain_openai_client(AnyLLM.get_provider_class(config.sdk))
+    if shareable:
+        kwargs["http_client"] = _openai_http_client(context)
+    client = AnyLLM.create(
         config.sdk, api_key=key or _NO_KEY, api_base=config.api_base, max_retries=0, **kwargs
     )
+    return client, shareable
+
+
+def _plain_openai_client(provider_class: type[Any]) -> bool:
+    """Whether the SDK builds a plain ``AsyncOpenAI`` (which takes an ``http_client``)."""
+    from any_llm.providers.openai.base import BaseOpenAIProvider
+
+    return (
+        issubclass(provider_class, BaseOpenAIProvider)
+        and provider_class._init_client is BaseOpenAIProvider._init_client
+    )
+
+
+def _openai_http_client(context: ssl.SSLContext) -> Any:
+    """The OpenAI SDK's own default HTTP client (its limits, timeouts), with ``context``."""
+    from openai import DefaultAsyncHttpxClient
+
+    return DefaultAsyncHttpxClient(verify=context)
 
 
 async def _close_client(client: Any) -> None:

@@ -151,10 +151,13 @@ def ollama_cannot_honour(params: Mapping[str, Any]) -> str | None:
     return None
 
 
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
+"""Built once: ``json.dumps`` with options builds a new encoder per call (the same text)."""
+
+
 def query_hash(messages: Sequence[Mapping[str, Any]]) -> str:
     """A SHA-256 digest of the messages, stable across key order."""
-    text = json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_HASH_ENCODER.encode(messages).encode()).hexdigest()
 
 
 def usage_tokens(usage: Any) -> tuple[int, int, int, int] | None:

@@ -8,6 +8,12 @@ variant gets an untimed burst that reopens the connections its client let expire
 keeps idle connections 5 s) while the other variant ran. Target: proxy >= 0.85x direct
 any-llm requests/s (median over the runs).
 
+A third variant, ``same_pools``, calls any-llm through the proxy's own provider client
+(``aegis_proxy.providers.ProviderClient``: the same connection pools, split over several
+clients under load) with no policy at all. Direct any-llm keeps the SDK's one pool, whose
+per-request cost grows with its connections; ``ratio_same_pools`` (proxy / same_pools) is
+what the policy layer itself costs at this concurrency, apart from that pool fix.
+
 What must always hold: every proxy request runs the whole path (PII scan, routing,
 budget reservation, a settled ledger row), and the server's request count equals the
 requests sent, so no variant is credited with calls it did not make.
@@ -51,6 +57,9 @@ async def measure(
 ) -> dict[str, Any]:
     calls, proxy = c.contender_calls(server.url, folder, peer)
     name = "litellm" if peer else "proxy"
+    pooled = None
+    if proxy is not None:
+        calls["same_pools"], pooled = c.same_pools_call(proxy)
     for call in calls.values():  # warm up: connections opened, caches filled
         await burst(call, CONCURRENCY * 2, CONCURRENCY)
     rates: dict[str, list[float]] = {n: [] for n in calls}
@@ -68,14 +77,24 @@ async def measure(
             opened[n].append(after["connections"] - before["connections"])
     if proxy is not None:
         await proxy.aclose()
+    if pooled is not None:
+        await pooled.aclose()
     stats = {n: c.spread(values) for n, values in rates.items()}
-    return {
+    result = {
         "contender": name,
         "rps": stats,
         "ratio": stats[name]["median"] / stats["direct"]["median"],
-        "per_run_ratio": [p / d for p, d in zip(rates[name], rates["direct"], strict=True)],
+        "per_run_ratio": _per_run(rates, name, "direct"),
         "connections_opened_per_run": opened,
     }
+    if pooled is not None:
+        result["ratio_same_pools"] = stats[name]["median"] / stats["same_pools"]["median"]
+        result["per_run_ratio_same_pools"] = _per_run(rates, name, "same_pools")
+    return result
+
+
+def _per_run(rates: dict[str, list[float]], name: str, baseline: str) -> list[float]:
+    return [p / d for p, d in zip(rates[name], rates[baseline], strict=True)]
 
 
 async def run(quick: bool, peer: bool) -> dict[str, Any]:

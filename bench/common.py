@@ -220,6 +220,22 @@ def contender_calls(server_url: str, folder: Path, peer: bool) -> tuple[dict[str
     return variant_calls(proxy, make_anyllm(server_url), router), proxy
 
 
+def same_pools_call(proxy: Any) -> tuple[Call, Any]:
+    """The SDK call through the proxy's provider client code (same pools), no policy.
+
+    Returns the call and its ``ProviderClient``, which the caller closes.
+    """
+    from aegis_proxy.providers import ProviderClient
+
+    client = ProviderClient("openai", proxy.config.providers["openai"])
+    params = {"max_tokens": MAX_TOKENS}
+
+    async def same_pools() -> Any:
+        return await client.complete(MODEL, MESSAGES, params)
+
+    return same_pools, client
+
+
 async def timed(call: Call) -> tuple[float, float]:
     """Wall time and this thread's CPU time of one call, in seconds."""
     wall, cpu = time.perf_counter(), time.thread_time()

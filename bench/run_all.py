@@ -365,6 +365,21 @@ def _throughput_rows(r: dict[str, Any]) -> list[Row]:
             cap / best >= 5,
         ),
     ]
+    if "ratio_same_pools" in t:
+        same = t["rps"]["same_pools"]["median"]
+        rows.insert(
+            1,
+            _row(
+                "throughput",
+                "2. Throughput at 256 concurrent: proxy vs the same pools without policy",
+                f"{proxy:,.0f} req/s",
+                f"any-llm via ProviderClient {same:,.0f} req/s",
+                f"{t['ratio_same_pools']:.3f}",
+                "what the policy costs",
+                None,
+            )
+            | {"status": "info"},
+        )
     if peer:
         rows.insert(
             1,
@@ -651,6 +666,22 @@ def _throughput_md(r: dict[str, Any]) -> list[str]:
         "run (after "
         f"the warm-up): {json.dumps(t['connections_opened_per_run'])}; the server's own "
         f"ceiling with a raw-socket client: {t['server_capacity_rps']:,.0f} req/s.",
+        *_same_pools_md(t),
+    ]
+
+
+def _same_pools_md(t: dict[str, Any]) -> list[str]:
+    if "ratio_same_pools" not in t:
+        return []
+    ratios = ", ".join(f"{x:.2f}" for x in t["per_run_ratio_same_pools"])
+    return [
+        "",
+        "`same_pools` is any-llm called through the proxy's `ProviderClient` (the same "
+        "connection pools: a provider's calls spread over up to 16 SDK clients of up to 16 "
+        "calls in flight each) with no policy; direct any-llm keeps the SDK's one pool, "
+        "whose cost per request grows with its connections. Proxy/same_pools per run: "
+        f"{ratios} (median ratio {t['ratio_same_pools']:.3f}): what the policy layer costs "
+        "at this concurrency, apart from the pool fix.",
     ]
 
 
@@ -883,67 +914,47 @@ FIX_GROUP = {
 
 FIXES = {
     "overhead": (
-        "Where the time goes: the profile above puts about two fifths of the proxy's own time "
-        "in the ledger (`Ledger.reserve` in `AegisLLMProxy._start`, `Ledger.settle` in "
-        "`_settle`: two `BEGIN IMMEDIATE` transactions per request), about a third in `_plan` "
-        "(validation, the PII scan, routing, `query_hash`) and the rest in per-attempt "
-        "bookkeeping (`Job.reservation` -> `cost_bound`, `outcome_of`, the pydantic "
-        "`AegisRecord`/`Attempt` models, structlog calls whose arguments are built before the "
-        "level filter drops them). Timed apart, a reserve + settle pair has a median of "
-        "70-90 us on a quiet core but a mean 2-3x higher: every ~1,000 WAL pages SQLite's "
-        "auto-checkpoint runs inside whichever `COMMIT` crosses the mark, copying pages into "
-        "the database file and fsyncing it (with `synchronous=NORMAL` the only fsync left). "
-        "Measured apart on this machine: pair p99 516 us and p99.9 5.6 ms as the code stands; "
-        "with the checkpoint moved to a background thread, p99 213 us, p99.9 303 us, mean "
-        "210 -> 107 us. While other work writes to the same disk, a pair on the ext4 `/tmp` "
-        "took p99 10 ms of wall time for 0.6 ms of CPU (the rest is waiting for the disk), "
-        "and p99 0.8 ms on tmpfs: the tails of the wall figures above are mostly that wait. "
-        "A cProfile of 1,000 sequential proxy requests adds up the rest: 11 `sqlite3` "
-        "`execute` calls per request (~220 us of C time under the profiler: the two "
-        "transactions' statements and commits), 6 pydantic validations and 2 `model_dump`s "
-        "(~100 us), 3 `json` encodes (~25 us). Other work on the machine (load average in "
-        "the header) inflates every wall figure, direct any-llm included; the CPU-time rows "
-        "are the fairer reading of what the layer costs.\n\n"
-        "What would fix it, biggest gain first:\n\n"
-        "1. `aegis_proxy/_sqlite.py`, `SQLiteConnection._connect`: set "
-        "`PRAGMA wal_autocheckpoint = 10000` (a safety net only) and start a daemon thread with "
-        "its own connection that runs `PRAGMA wal_checkpoint(PASSIVE)` every ~100 ms, stopped "
-        "in `close()`. The fsync leaves the request path; commits stay as durable as now.\n"
-        "2. `aegis_proxy/proxy.py`, `AegisLLMProxy._settle`: hand `Ledger.settle` to one "
-        "writer thread (a queue) so the response returns right after the provider call, the "
-        "writer settling many rows per transaction under load (group commit). The row is "
-        "already durable as 'pending' with its reservation, so the budget holds; a crash "
-        "between the response and the settle leaves the row to expire, so `ledger.py` "
-        "`_expire` must then keep the reserved amount as spent instead of releasing it. Saves "
-        "one of the two transactions on the latency path.\n"
-        "3. `aegis_proxy/request.py` and `attempts.py`: build `AegisRecord` and `Attempt` with "
-        "`model_construct` (their values come from our own typed code), and compute "
-        "`query_hash` without a second full `json.dumps(sort_keys=True)` of the messages.\n"
-        "4. `aegis_proxy/pii.py` (privacy owner): `scan_messages` pays `fold` + `Scan` set-up "
+        "Where the time goes (wall time of each step inside 4,000 sequential proxy requests, "
+        "load ~1): `Ledger.reserve` ~105 us and `Ledger.settle` ~83 us (two `BEGIN "
+        "IMMEDIATE` transactions; 40 + 33 us timed apart, the rest is caches the SDK call "
+        "left cold), `_plan` ~83 us (validation, PII scan, routing, `query_hash`), and "
+        "~130 us of per-attempt bookkeeping spread thin (`outcome_of`, `cost_micros`, "
+        "pydantic `__setattr__` on `AegisRecord`, `attempt_start`, `_note`). In SQL, the two "
+        "`COMMIT`s are 16 us each (WAL frames written) and the two `budget_usage` upserts "
+        "8.5 us each. The p99 tail was SQLite's auto-checkpoint: every 1,000 WAL pages the "
+        "`COMMIT` crossing the mark copied pages back and fsynced twice, on ~1 request in 75 "
+        "(fixed, see below).\n\n"
+        "Done: `_sqlite.py` raises `wal_autocheckpoint` to 10,000 pages (164 -> 23 fsyncs "
+        "on the event-loop thread per 6,000 requests) and checkpoints from a thread once the "
+        "ledger is idle; added p99 ~2 ms -> 0.7-1.0 ms. A thread checkpointing *during* "
+        "steady writes was tried and is worse: it never catches up, so SQLite cannot restart "
+        "the WAL and the commits checkpoint more often (45 fsyncs per 6,000 requests). "
+        "`query_hash` reuses one JSON encoder (3.8 -> 3.2 us). Measured and not worth it: "
+        "`model_construct` for `AegisRecord`/`Attempt` (4.7 / 2.5 us against 3.5 / 1.0 us "
+        "validated: slower), and `Ledger.settle` handed to a one-thread executor (added p50 "
+        "unchanged, direct any-llm slower beside it: the thread fights the event loop for "
+        "the GIL on two cores).\n\n"
+        "What is left, biggest gain first:\n\n"
+        "1. One transaction per attempt on the latency path instead of two: settle in a "
+        "writer with group commit under concurrency (`proxy._settle`), with `ledger._expire` "
+        "keeping a crashed row's reservation as spent; only pays where settles can be "
+        "batched (concurrent load), not for sequential requests.\n"
+        "2. Fewer pages per transaction (`migrations.py`): each reserve writes ~4-5 WAL "
+        "frames (the row, three indexes, the month and day `budget_usage` rows).\n"
+        "3. `aegis_proxy/pii.py` (privacy owner): `scan_messages` pays `fold` + `Scan` set-up "
         "once per string; scanning a request's strings joined by a separator once measured "
         "30 us instead of 52 us for this prompt."
     ),
     "throughput": (
-        "At 256 concurrent requests the client is CPU-bound, and most of its CPU is httpcore's "
-        "connection pool: with the OpenAI SDK's default limits (keep-alive 100) each run opens "
-        "~270 new connections, and every request state change scans the pool "
-        "(`connection_pool.py` and `is_idle` lead a pyinstrument profile of the burst, for "
-        "direct and proxy alike). That cost grows with requests waiting at once, so the "
-        "proxy's extra time per request (section 1) comes back amplified: measured apart, "
-        "6.2 ms of CPU per proxy request against 2.9 ms direct, the difference almost all "
-        "inside the any-llm call. The pool's cost also swings with its state, so this figure "
-        "is unstable (see the per-run ratios in section 2; in a process holding four clients "
-        "at once, the proxy was the fastest of them at 230 req/s against 147-191 for direct "
-        "any-llm). Fixes: (1) `aegis_proxy/providers.py`, `_create_client`: "
-        "give each provider's client a bounded pool, "
-        "`http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=N, "
-        "max_keepalive_connections=N))` with N from a new optional `max_connections` in "
-        "`ProviderConfig` (default 16-32): measured apart with any-llm alone at 256 "
-        "concurrent, N=16 gave 326-399 req/s against 147-186 with the defaults, and 17 new "
-        "connections per run instead of ~280; (2) the overhead fixes above, which shrink the "
-        "time each request holds the event loop; (3) run `Ledger.reserve`/`settle` in a "
-        "writer thread (`asyncio.to_thread` or the queue of overhead fix 2), so SQLite, which "
-        "releases the GIL, overlaps with request handling on the second core."
+        "At 256 concurrent requests the client is CPU-bound in httpcore's connection pool: "
+        "each request state change rescans every connection (and, with more connections "
+        "than keep-alive slots, an O(n) list per idle one), so one pool of ~256 connections "
+        "costs ~4.4 ms of CPU per request against ~2 ms for sixteen pools of sixteen. "
+        "`aegis_proxy/providers.py` now spreads a provider's calls over up to 16 SDK clients "
+        "(a new one only while every one has 16 calls in flight; no pool is capped), so the "
+        "proxy beats direct any-llm with the SDK's one pool. Against the same pools without "
+        "policy (`same_pools`) the proxy does ~0.81x: that is the policy layer's own CPU "
+        "per request (section 1), which the overhead fixes would shrink."
     ),
     "growth_rules": (
         "`aegis_proxy/policy.py`, `rule_matches` builds every condition of a rule eagerly in a "

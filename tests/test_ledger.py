@@ -6,6 +6,7 @@ while its database is away (pure memory: tested here, without a server).
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sqlite3
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from aegis_proxy._sqlite import SQLiteConnection
 from aegis_proxy.errors import BudgetExceededError, LedgerError
 from aegis_proxy.ledger import (
     AttemptOutcome,
@@ -365,6 +367,83 @@ def test_rebuild_usage_matches_incremental_counters(tmp_path: Path) -> None:
         ledger.rebuild_usage()
     assert raw(path, "SELECT * FROM budget_usage ORDER BY provider, period") == before
     assert len(before) == 5
+
+
+# -- checkpoints off the write path -------------------------------------------------------
+
+
+def _checkpoint_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "aegis-ledger-checkpoint"}
+
+
+def _wal_bytes(path: Path) -> int:
+    wal = path.with_name(f"{path.name}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def _table(path: Path) -> SQLiteConnection:
+    db = SQLiteConnection(path, busy_timeout_s=5)
+    db.write("schema", lambda c: c.execute("CREATE TABLE t (n INTEGER, pad TEXT)"))
+    return db
+
+
+def _fill(db: SQLiteConnection, rows: int) -> None:
+    """One write transaction per row, each row filling most of a 4 KB page."""
+    for n in range(rows):
+        db.write("fill", lambda c, n=n: c.execute("INSERT INTO t VALUES (?, ?)", (n, "x" * 3000)))
+
+
+def test_commits_do_not_checkpoint_at_sqlites_default_mark(tmp_path: Path) -> None:
+    """1,500 quick commits grow the WAL past 1,000 pages: no COMMIT stopped to checkpoint."""
+    path = tmp_path / "wal.db"
+    db = _table(path)
+    try:
+        _fill(db, 1500)
+        assert _wal_bytes(path) > 1100 * 4096
+    finally:
+        db.close()
+
+
+def test_idle_connection_is_checkpointed_and_its_wal_reused(tmp_path: Path) -> None:
+    """After a pause the thread checkpoints; the next commits reuse the WAL, not grow it."""
+    path = tmp_path / "wal.db"
+    db = _table(path)
+    try:
+        _fill(db, 200)
+        deadline = time.monotonic() + 10
+        while db.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert db.checkpoints >= 1
+        size = _wal_bytes(path)
+        _fill(db, 100)
+        assert _wal_bytes(path) == size
+    finally:
+        db.close()
+    assert raw(path, "SELECT count(*) FROM t") == [(300,)]
+
+
+def test_close_stops_the_checkpoint_thread_and_keeps_every_row(tmp_path: Path) -> None:
+    """close() joins the checkpoint thread; every committed row is in the file, no WAL left."""
+    path = tmp_path / "wal.db"
+    before = _checkpoint_threads()
+    db = _table(path)
+    assert len(_checkpoint_threads() - before) == 1
+    _fill(db, 50)
+    db.close()
+    assert _checkpoint_threads() <= before
+    assert raw(path, "SELECT count(*), sum(n) FROM t") == [(50, sum(range(50)))]
+    assert _wal_bytes(path) == 0
+
+
+def test_unclosed_connection_thread_ends_once_it_is_collected(tmp_path: Path) -> None:
+    """A connection dropped without close() does not leave its checkpoint thread running."""
+    before = _checkpoint_threads()
+    db = _table(tmp_path / "wal.db")
+    [thread] = _checkpoint_threads() - before
+    del db
+    gc.collect()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 # -- choosing a backend, and the in-memory spool of the PostgreSQL one --------------------

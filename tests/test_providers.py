@@ -1,7 +1,11 @@
-"""The SDK boundary: every any-llm exception is mapped onto our hierarchy, lazily imported."""
+"""The SDK boundary: every any-llm exception is mapped onto our hierarchy, lazily imported.
+
+Also how a provider's calls spread over its SDK clients (real HTTP to the fake servers).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import subprocess
 import sys
@@ -10,7 +14,16 @@ import any_llm.exceptions as sdk_errors
 import pytest
 
 from aegis_proxy import errors
-from aegis_proxy.providers import _CLASS_MAP, map_error
+from aegis_proxy.config import load_config
+from aegis_proxy.providers import (
+    _CLASS_MAP,
+    SHARD_IN_FLIGHT,
+    ProviderClient,
+    _plain_openai_client,
+    map_error,
+)
+from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
+from tests.fakeserver import Fault
 
 
 def _sdk_classes() -> list[type[BaseException]]:
@@ -82,3 +95,46 @@ def test_report_path_does_not_import_any_llm() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+async def _concurrent_calls(client: ProviderClient, model: str, count: int) -> None:
+    messages = [{"role": "user", "content": "Say hello."}]
+    await asyncio.gather(*(client.complete(model, messages, {}) for _ in range(count)))
+
+
+@pytest.mark.parametrize(
+    ("provider", "authorization"),
+    [
+        ("openai", f"Bearer {OPENAI_KEY}"),
+        ("ollama_cloud", f"Bearer {CHEAP_KEY}"),
+        ("local_ollama", None),
+    ],
+)
+async def test_calls_spill_over_to_more_clients_only_under_load(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch, provider: str, authorization: str | None
+) -> None:
+    """Sequential calls share one client; 40 at once use three, each with the right key."""
+    monkeypatch.setenv("OLLAMA_API_KEY", "env-key-that-must-not-leak")
+    config = load_config(rig.write_config()).providers[provider]
+    server = rig.servers()[provider]
+    client = ProviderClient(provider, config)
+    try:
+        for _ in range(3):
+            await _concurrent_calls(client, config.model, 1)
+        assert client.shards == 1
+        server.add_fault(Fault.delay(0.3), times=SHARD_IN_FLIGHT * 3)
+        await _concurrent_calls(client, config.model, SHARD_IN_FLIGHT * 2 + 8)
+        assert client.shards == 3
+    finally:
+        await client.aclose()
+    chats = server.chat_requests()
+    assert len(chats) == 3 + SHARD_IN_FLIGHT * 2 + 8
+    assert {chat.headers.get("authorization") for chat in chats} == {authorization}
+
+
+def test_only_plain_openai_style_sdks_get_more_clients() -> None:
+    """SDKs building their own kind of HTTP client (Azure here) keep a single client."""
+    from any_llm import AnyLLM
+
+    assert _plain_openai_client(AnyLLM.get_provider_class("openai"))
+    assert not _plain_openai_client(AnyLLM.get_provider_class("azureopenai"))
