@@ -67,10 +67,10 @@ def protect(
     action = privacy_action(rt.config.privacy, entities, task.data_classification == "pii")
     if action == "none":
         return Protection(None, route, messages)
-    counts = tuple(sorted(entities.items()))
     if action == "block":
         raise PrivacyViolationError(sorted(entities), route.providers, blocked=True)
-    redacted = try_redact(rt, messages, entities, task) if action == "redact" else None
+    counts = tuple(sorted(entities.items()))
+    redacted = try_redact(rt, messages, entities) if action == "redact" else None
     if redacted is not None:
         route = replace(route, reason=f"{route.reason}; personal data redacted")
         return Protection(PrivacyDecision(counts, "redact"), route, redacted[1], redacted[0])
@@ -102,14 +102,15 @@ def refusal_of(
 
 
 def try_redact(
-    rt: Runtime, messages: list[dict[str, Any]], entities: dict[str, int], task: LLMTask
+    rt: Runtime, messages: list[dict[str, Any]], entities: dict[str, int]
 ) -> tuple[Redaction, list[dict[str, Any]]] | None:
     """Redact the request; None when it must stay local instead.
 
-    Declared ``pii``, images and detector failures cannot be redacted; and a redacted copy
-    that still scans as PII (a value in a part we do not rewrite) stays local.
+    Images and detector failures cannot be redacted (nor declared ``pii``, whose action is
+    never redact); a redacted copy that still scans as PII (a value in a part we do not
+    rewrite) stays local.
     """
-    if UNREDACTABLE & entities.keys() or task.data_classification == "pii":
+    if UNREDACTABLE & entities.keys():
         return None
     redaction = Redaction(rt.detector)
     try:
