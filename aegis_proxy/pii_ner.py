@@ -35,6 +35,7 @@ import structlog
 
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.pii import PiiDetector, PiiMatch, PiiReport, iter_strings
+from aegis_proxy.pii_walk import SKIPPED_KEYS, without_base64_payload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -50,7 +51,6 @@ WINDOW = 100_000
 default) and its memory grows with length, so longer texts go in overlapping windows."""
 OVERLAP = 200
 """Characters two windows share, so that a name cut by one window's edge is whole in the next."""
-_SKIPPED_KEYS = frozenset({"role", "type", "tool_call_id", "id"})
 _LETTER = re.compile(r"[^\W\d_]")
 
 
@@ -87,8 +87,8 @@ class PresidioDetector:
     def scan_messages(self, messages: Sequence[Mapping[str, Any]]) -> PiiReport:
         """The regex report, plus NER entity counts over every string of every message."""
         counts: Counter[str] = Counter(self.regex.scan_messages(messages).entity_counts)
-        for text in iter_strings(messages, _SKIPPED_KEYS):
-            text = _without_base64_payload(text)
+        for text in iter_strings(messages, SKIPPED_KEYS):
+            text = without_base64_payload(text)
             found = self.regex.scan_text(text)
             counts.update(match.entity_type for match in self._ner_outside(text, found))
         return PiiReport(MappingProxyType(dict(counts)))
@@ -149,15 +149,6 @@ def _union(matches: list[PiiMatch]) -> list[tuple[int, int]]:
         else:
             covered.append((match.start, match.end))
     return covered
-
-
-def _without_base64_payload(text: str) -> str:
-    """A ``data:...;base64,`` URL without its payload: images are not prose (as in pii)."""
-    if text.startswith("data:"):
-        comma = text.find(",", 0, 256)
-        if comma != -1 and text[:comma].lower().endswith(";base64"):
-            return text[:comma]
-    return text
 
 
 # -- loading ----------------------------------------------------------------------------------
