@@ -131,13 +131,17 @@ class CacheHit(Call):
 def outcome_of(
     job: Job, call: Call, status: str, usage: Any, text: str | None, error_type: str | None
 ) -> AttemptOutcome:
-    """The settled outcome: real tokens from usage, else counted from ``text``."""
+    """The settled outcome: real tokens from usage, else counted from ``text``.
+
+    A cached answer reuses the provider's usage, costs nothing and says so.
+    """
     tokens = usage_tokens(usage)
     counted = tokens is None and text is not None
     if tokens is None:
         tokens = (0, 0, 0, 0)
         if text is not None:
             tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
+    hit = isinstance(call, CacheHit)
     price = call.client.config.price_of(call.model)
     return AttemptOutcome(
         status=status,
@@ -146,10 +150,11 @@ def outcome_of(
         output_tokens=tokens[1],
         cached_input_tokens=tokens[2],
         reasoning_tokens=tokens[3],
-        cost_micros=cost_micros(price, tokens[0], tokens[1], tokens[2]),
+        cost_micros=0 if hit else cost_micros(price, tokens[0], tokens[1], tokens[2]),
         counted=counted,
         error_type=error_type,
         ttft_ms=call.ttft_ms,
+        cache_hit=hit,
     )
 
 

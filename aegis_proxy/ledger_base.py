@@ -121,6 +121,9 @@ class AttemptOutcome:
 class LedgerBackend(Protocol):
     """The ledger as the proxy, the CLI and metrics see it, whatever stores the rows."""
 
+    blocks_event_loop: bool
+    """Whether a write waits on the network: the proxy then calls it from a worker thread."""
+
     @property
     def queued_rows(self) -> int:
         """Rows (and settles) waiting in memory for the database; 0 when nothing waits."""

@@ -69,6 +69,9 @@ _log = structlog.get_logger("aegis_proxy.ledger")
 class PostgresLedger:
     """The ledger in a PostgreSQL database shared by every process; safe between threads."""
 
+    blocks_event_loop = True
+    """Each write waits for a network round trip and a commit flush (~4 ms here)."""
+
     def __init__(
         self,
         url: str,

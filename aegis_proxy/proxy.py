@@ -23,7 +23,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
@@ -39,7 +38,13 @@ from aegis_proxy.cache import (
 )
 from aegis_proxy.config import AegisConfig, RouteEntry, load_config
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent, emit
-from aegis_proxy.ledger import AttemptOutcome, LedgerBackend, open_ledger
+from aegis_proxy.ledger import (
+    AttemptOutcome,
+    AttemptStart,
+    BudgetLimit,
+    LedgerBackend,
+    open_ledger,
+)
 from aegis_proxy.planning import Plan, plan_request
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.providers import ProviderClient
@@ -263,13 +268,13 @@ class AegisLLMProxy:
         """Walk the route: each candidate, retried on curable failures, until one serves."""
         for entry in job.plan.route.candidates:
             for retry in range(job.rt.retry.retries + 1):
-                call = self._start(job, entry)
+                call = await self._start(job, entry)
                 if call is None:
                     break
                 try:
                     result = await attempt(job, call)
                 except (errors.ProviderCallError, TimeoutError) as exc:
-                    error = self._failed(job, call, exc)
+                    error = await self._failed(job, call, exc)
                     if not await self._backoff(job, retry, error):
                         break
                     continue
@@ -303,7 +308,7 @@ class AegisLLMProxy:
 
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
-        self._settle(job, call, "ok", response.usage, response_text(message), None)
+        await self._asettle(job, call, "ok", response.usage, response_text(message), None)
         if not isinstance(call, CacheHit) and (ttl_s := cache_ttl(job)) > 0:
             store_answer(self.response_cache, ttl_s, job, call, response)  # placeholders kept
         if job.plan.redaction is not None:
@@ -331,7 +336,7 @@ class AegisLLMProxy:
 
     # -- reserve ------------------------------------------------------------------------
 
-    def _start(self, job: Job, entry: RouteEntry) -> Call | None:
+    async def _start(self, job: Job, entry: RouteEntry) -> Call | None:
         """Check the candidate and reserve its budget; None (with an attempt noted) to skip."""
         client = job.rt.clients[entry.provider]
         model = entry.model or client.config.model
@@ -347,7 +352,7 @@ class AegisLLMProxy:
         answer = cached_answer(self.response_cache, job, client, model) if cached else None
         free = answer is not None  # a cached answer costs $0: no budget to check
         try:
-            row_id = self.ledger.reserve(
+            row_id = await self._reserve(
                 job.attempt_start(client.name, model),
                 0 if free else job.reservation(client.config, model),
                 None if free else job.rt.budgets[client.name],
@@ -395,27 +400,56 @@ class AegisLLMProxy:
 
     # -- settle -------------------------------------------------------------------------
 
-    def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
+    async def _reserve(self, start: AttemptStart, amount: int, budget: BudgetLimit | None) -> int:
+        """The ledger's reservation; from a worker thread when the ledger waits on the network.
+
+        A request cancelled while its reservation is being written still gets its row
+        settled, as cancelled, once the write is done.
+        """
+        ledger = self.ledger
+        if not ledger.blocks_event_loop:
+            return ledger.reserve(start, amount, budget)
+        writing = asyncio.ensure_future(asyncio.to_thread(ledger.reserve, start, amount, budget))
+        try:
+            return await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            writing.add_done_callback(lambda done: _settle_cancelled(ledger, done))
+            raise
+
+    async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
         if not isinstance(exc, errors.ProviderCallError):
             exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
-        self._settle(job, call, "error", None, None, exc.kind)
+        await self._asettle(job, call, "error", None, None, exc.kind)
         return exc
 
-    def _settle(
-        self,
-        job: Job,
-        call: Call,
-        status: str,
-        usage: Any,
-        text: str | None,
-        error_type: str | None,
+    async def _asettle(
+        self, job: Job, call: Call, status: str, usage: Any, text: str | None, error: str | None
     ) -> None:
-        """Settle the attempt's ledger row once, with real (or counted) tokens and cost."""
-        outcome = outcome_of(job, call, status, usage, text, error_type)
-        hit = isinstance(call, CacheHit)
-        if hit:
-            outcome = replace(outcome, cost_micros=0, cache_hit=True)
+        """``_settle``, with the ledger write in a worker thread when it waits on the network."""
+        if not self.ledger.blocks_event_loop:
+            self._settle(job, call, status, usage, text, error)
+            return
+        outcome = outcome_of(job, call, status, usage, text, error)
+        await asyncio.to_thread(self.ledger.settle, call.row_id, outcome)
+        self._settled(job, call, outcome, status, error)
+
+    def _settle(
+        self, job: Job, call: Call, status: str, usage: Any, text: str | None, error: str | None
+    ) -> None:
+        """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
+
+        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt,
+        and a stream's ``finally``.
+        """
+        outcome = outcome_of(job, call, status, usage, text, error)
         self.ledger.settle(call.row_id, outcome)
+        self._settled(job, call, outcome, status, error)
+
+    def _settled(
+        self, job: Job, call: Call, outcome: AttemptOutcome, status: str, error_type: str | None
+    ) -> None:
+        """Breaker, routing record, observers and log, once the row is settled."""
+        hit = outcome.cache_hit
         if status == "ok":
             if hit:  # a cached answer says nothing of the provider's health
                 call.breaker.release_probe()
@@ -473,6 +507,16 @@ def _prepare_all(clients: Sequence[ProviderClient]) -> None:
             client.prepare()
         except errors.ProviderCallError as exc:
             log.warning("provider_client_failed", provider=client.name, problem=exc.problem)
+
+
+def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> None:
+    """Settle, as cancelled, a row whose reservation finished after its request was cancelled."""
+    if reserving.cancelled() or reserving.exception() is not None:
+        return  # nothing was written, or the failure was the request's own to see
+    try:
+        ledger.settle(reserving.result(), AttemptOutcome("cancelled", 0.0, error_type="cancelled"))
+    except errors.LedgerError as exc:  # the row stays pending: its reservation expires
+        log.error("cancelled_reservation_unsettled", problem=exc.problem)
 
 
 def _min(*limits: float | None) -> float | None:

@@ -154,6 +154,8 @@ class Relay:
         self._listening = threading.Event()
         self._listener: socket.socket | None = None
         self._acceptor = threading.Thread()
+        self.delay_s = 0.0
+        """Seconds each answer of the database is held back (a slow network)."""
         self.restore()
 
     def url(self, server_url: str) -> str:
@@ -205,14 +207,16 @@ class Relay:
         upstream.settimeout(None)
         with self._lock:
             self._sockets |= {client, upstream}
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+        for source, sink, delay in ((client, upstream, None), (upstream, client, self)):
+            threading.Thread(target=_pump, args=(source, sink, delay), daemon=True).start()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, slow: Relay | None) -> None:
     try:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                if slow is not None and slow.delay_s:
+                    time.sleep(slow.delay_s)
                 sink.sendall(data)
     finally:
         _shut(source)
@@ -755,3 +759,58 @@ async def test_proxy_fails_over_from_budgeted_providers_while_the_database_is_aw
     assert not rig.openai.chat_requests()
     assert not rig.cheap.chat_requests()
     assert schema_rows(pg_url, "SELECT provider FROM requests") == [("local_ollama",)]
+
+
+async def test_a_slow_database_never_blocks_the_event_loop(
+    rig: Rig, relay: Relay, pg_url: str
+) -> None:
+    """With every database answer 0.1 s late, reserve and settle wait off the event loop."""
+    ledger = open_ledger(relay.url(pg_url))  # migrated before the network slows down
+    critical = LLMTask(quality="critical", complexity="high", task_type="extraction")
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with AegisLLMProxy(load_config(rig.write_config()), ledger=ledger) as proxy:
+        await proxy.acompletion(HELLO, critical, max_tokens=16)  # the SDK's one-time imports
+        relay.delay_s = 0.1
+        ticker = asyncio.create_task(tick())
+        began = time.monotonic()
+        resp = await proxy.acompletion(HELLO, critical, max_tokens=16)
+        took = time.monotonic() - began
+        ticker.cancel()
+        relay.delay_s = 0.0
+    assert resp.aegis.provider == "openai"
+    assert took > 0.3  # the request did wait on the slow database
+    assert max(gaps) < 0.08, f"the event loop stalled {max(gaps):.3f} s"
+    assert schema_rows(pg_url, "SELECT provider, status FROM requests") == [("openai", "ok")] * 2
+
+
+async def test_request_cancelled_while_reserving_leaves_a_cancelled_row(
+    rig: Rig, relay: Relay, pg_url: str
+) -> None:
+    """Cancelled while its reservation is being written, the attempt's row ends 'cancelled'."""
+    ledger = open_ledger(relay.url(pg_url))
+    critical = LLMTask(quality="critical", complexity="high", task_type="extraction")
+    async with AegisLLMProxy(load_config(rig.write_config()), ledger=ledger) as proxy:
+        await proxy.warm_up()
+        relay.delay_s = 0.1
+        request = asyncio.create_task(proxy.acompletion(HELLO, critical, max_tokens=16))
+        await asyncio.sleep(0.15)  # the reservation is on its way through the slow network
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        relay.delay_s = 0.0
+
+        def settled() -> bool:
+            return schema_rows(pg_url, "SELECT status FROM requests") == [("cancelled",)]
+
+        assert await asyncio.to_thread(wait_for, settled)
+    assert not rig.openai.chat_requests()
+    assert schema_rows(pg_url, "SELECT reserved_micros > 0 FROM requests") == [(True,)]
