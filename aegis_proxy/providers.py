@@ -265,7 +265,18 @@ def _create_client(config: ProviderConfig, context: ssl.SSLContext) -> tuple[Any
     client = AnyLLM.create(
         config.sdk, api_key=key or _NO_KEY, api_base=config.api_base, max_retries=0, **kwargs
     )
+    _load_chat_resources(client)
     return client, shareable
+
+
+def _load_chat_resources(client: Any) -> None:
+    """Import the OpenAI SDK's chat modules now, in the warm-up thread.
+
+    ``AsyncOpenAI`` imports them (~470 modules, 0.15-0.4 s) on first use of ``.chat``,
+    which would otherwise stall the event loop during a process's first request.
+    """
+    chat = getattr(getattr(client, "client", None), "chat", None)
+    getattr(chat, "completions", None)
 
 
 def _plain_openai_client(provider_class: type[Any]) -> bool:

@@ -97,6 +97,19 @@ def test_report_path_does_not_import_any_llm() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_prepare_imports_the_sdk_chat_modules_off_the_event_loop() -> None:
+    """prepare (run by warm_up in a thread) loads what the OpenAI SDK imports on first use."""
+    code = (
+        "import sys; from aegis_proxy.config import ProviderConfig; "
+        "from aegis_proxy.providers import ProviderClient; "
+        "config = ProviderConfig(sdk='openai', model='gpt-4o', api_base='http://127.0.0.1:9/v1'); "
+        "ProviderClient('openai', config).prepare(); "
+        "print('openai.resources.chat.completions.completions' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
 async def _concurrent_calls(client: ProviderClient, model: str, count: int) -> None:
     messages = [{"role": "user", "content": "Say hello."}]
     await asyncio.gather(*(client.complete(model, messages, {}) for _ in range(count)))
