@@ -323,8 +323,8 @@ class AegisLLMProxy:
         return await open_first_chunk(call, job.plan.messages, params, call.timeout)
 
     async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
-        def settle(status: str, usage: Any, text: str, error_type: str | None) -> None:
-            self._settle(job, call, status, usage, text, error_type)
+        async def settle(status: str, usage: Any, text: str, error_type: str | None) -> None:
+            await self._asettle(job, call, status, usage, text, error_type)
             self._request_finished(job, None if status == "ok" else "ProviderCallError")
 
         call.ttft_ms = (time.perf_counter() - call.started) * 1000
@@ -438,8 +438,7 @@ class AegisLLMProxy:
     ) -> None:
         """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
 
-        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt,
-        and a stream's ``finally``.
+        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt.
         """
         outcome = outcome_of(job, call, status, usage, text, error)
         self.ledger.settle(call.row_id, outcome)

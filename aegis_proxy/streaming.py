@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
 
 from aegis_proxy import errors
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from aegis_proxy.redaction import ChunkRestorer
     from aegis_proxy.request import AegisRecord
 
-Settle = Callable[[str, Any, str, "str | None"], None]
+Settle = Callable[[str, Any, str, "str | None"], Awaitable[None]]
 
 
 async def open_first_chunk(
@@ -119,7 +119,7 @@ class AegisStream:
             status, error_type = "error", mapped.kind
             raise mapped from exc
         finally:
-            self._settle(status, usage, "".join(text), error_type)
+            await self._settle(status, usage, "".join(text), error_type)
             await _close(self._stream)
 
     async def _next(self) -> ChatCompletionChunk | None:

@@ -764,7 +764,7 @@ async def test_proxy_fails_over_from_budgeted_providers_while_the_database_is_aw
 async def test_a_slow_database_never_blocks_the_event_loop(
     rig: Rig, relay: Relay, pg_url: str
 ) -> None:
-    """With every database answer 0.1 s late, reserve and settle wait off the event loop."""
+    """With every database answer 0.1 s late, reserve and settle (streams too) wait off the loop."""
     ledger = open_ledger(relay.url(pg_url))  # migrated before the network slows down
     critical = LLMTask(quality="critical", complexity="high", task_type="extraction")
     gaps: list[float] = []
@@ -783,13 +783,17 @@ async def test_a_slow_database_never_blocks_the_event_loop(
         ticker = asyncio.create_task(tick())
         began = time.monotonic()
         resp = await proxy.acompletion(HELLO, critical, max_tokens=16)
+        stream = await proxy.acompletion(HELLO, critical, max_tokens=16, stream=True)
+        chunks = [chunk async for chunk in stream]
         took = time.monotonic() - began
+        await asyncio.sleep(0.02)  # the ticker notes the gap after the last settle too
         ticker.cancel()
         relay.delay_s = 0.0
     assert resp.aegis.provider == "openai"
-    assert took > 0.3  # the request did wait on the slow database
+    assert chunks
+    assert took > 0.6  # the requests did wait on the slow database
     assert max(gaps) < 0.08, f"the event loop stalled {max(gaps):.3f} s"
-    assert schema_rows(pg_url, "SELECT provider, status FROM requests") == [("openai", "ok")] * 2
+    assert schema_rows(pg_url, "SELECT provider, status FROM requests") == [("openai", "ok")] * 3
 
 
 async def test_request_cancelled_while_reserving_leaves_a_cancelled_row(
