@@ -1,7 +1,9 @@
 """AegisLLMProxy: classify, decide, reserve, call, settle — for every request.
 
 Data flows one way: request -> classify (pii) -> decide (policy) -> reserve (ledger budget)
--> call (providers) -> settle (ledger). What must always hold:
+-> call (providers) -> settle (ledger). Planning is ``aegis_proxy.planning``; the attempts
+are ``aegis_proxy.dispatch``; this module owns the configuration, the clients, the ledger
+and the cache, and their lifetimes. What must always hold:
 - privacy: a request holding or declaring PII only ever reaches ``local: true`` providers,
   fallbacks and retries included; a detector failure counts as PII (fail closed), and the
   call path checks it once more right before sending;
@@ -22,44 +24,34 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
 from aegis_proxy import errors
-from aegis_proxy.attempts import CacheHit, Call, Job, outcome_of, record_success
+from aegis_proxy.attempts import Job
 from aegis_proxy.cache import (
     ResponseCache,
     cache_path,
-    cache_ttl,
-    cached_answer,
-    store_answer,
 )
-from aegis_proxy.config import AegisConfig, RouteEntry, load_config
-from aegis_proxy.events import AttemptEvent, Observer, RequestEvent, emit
+from aegis_proxy.config import AegisConfig, load_config
+from aegis_proxy.dispatch import AttemptLoop
+from aegis_proxy.events import Observer
 from aegis_proxy.ledger import (
-    AttemptOutcome,
-    AttemptStart,
-    BudgetLimit,
     LedgerBackend,
     open_ledger,
 )
 from aegis_proxy.planning import Plan, plan_request
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.providers import ProviderClient
-from aegis_proxy.redaction import ChunkRestorer, restore_message
 from aegis_proxy.request import (
     AegisRecord,
-    Attempt,
-    has_remote_images,
-    ollama_cannot_honour,
-    response_text,
     validate_params,
 )
-from aegis_proxy.resilience import CircuitBreaker, should_retry
+from aegis_proxy.resilience import CircuitBreaker
 from aegis_proxy.runtime import PiiScanner, build_runtime, reload_runtime, watch_file
-from aegis_proxy.streaming import AegisStream, open_first_chunk
+from aegis_proxy.streaming import AegisStream
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -91,6 +83,7 @@ class AegisLLMProxy:
         self._cache: ResponseCache | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warm_lock = asyncio.Lock()
+        self._attempts = AttemptLoop(self)
 
     @property
     def config(self) -> AegisConfig:
@@ -255,248 +248,7 @@ class AegisLLMProxy:
             default_max_tokens=rt.config.budgets.default_max_tokens,
             rt=rt,
         )
-        if job.stream:
-            return await self._serve(job, self._open_stream, self._stream_served)
-        return await self._serve(job, self._complete, self._completed)
-
-    async def _serve(
-        self,
-        job: Job,
-        attempt: Callable[[Job, Call], Awaitable[T]],
-        served: Callable[[Job, Call, T], Awaitable[R]],
-    ) -> R:
-        """Walk the route: each candidate, retried on curable failures, until one serves."""
-        for entry in job.plan.route.candidates:
-            for retry in range(job.rt.retry.retries + 1):
-                call = await self._start(job, entry)
-                if call is None:
-                    break
-                try:
-                    result = await attempt(job, call)
-                except (errors.ProviderCallError, TimeoutError) as exc:
-                    error = await self._failed(job, call, exc)
-                    if not await self._backoff(job, retry, error):
-                        break
-                    continue
-                except BaseException:
-                    self._settle(job, call, "cancelled", None, "", "cancelled")
-                    call.breaker.release_probe()
-                    self._request_finished(job, "cancelled")
-                    raise
-                return await served(job, call, result)
-        log.warning("request_failed", request_id=job.plan.request_id, rule=job.plan.route.rule)
-        self._request_finished(job, "NoProviderAvailableError")
-        raise errors.NoProviderAvailableError(job.plan.route.rule, job.record.attempts)
-
-    async def _backoff(self, job: Job, retry: int, error: errors.ProviderCallError) -> bool:
-        """Sleep before a retry at the same provider; False when no retry is due."""
-        if retry >= job.rt.retry.retries or not should_retry(error):
-            return False
-        delay = job.rt.retry.delay(retry + 1, error)
-        remaining = job.remaining()
-        if remaining is not None and delay >= remaining:
-            return False
-        await asyncio.sleep(delay)
-        return True
-
-    async def _complete(self, job: Job, call: Call) -> ChatCompletion:
-        if isinstance(call, CacheHit) and call.answer is not None:
-            return call.answer
-        params = job.sent_params(call.client.config)
-        async with asyncio.timeout(call.timeout):
-            return await call.client.complete(call.model, job.plan.messages, params)
-
-    async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
-        message = response.choices[0].message if response.choices else None
-        await self._asettle(job, call, "ok", response.usage, response_text(message), None)
-        if not isinstance(call, CacheHit) and (ttl_s := cache_ttl(job)) > 0:
-            store_answer(self.response_cache, ttl_s, job, call, response)  # placeholders kept
-        if job.plan.redaction is not None:
-            for choice in response.choices:
-                restore_message(choice.message, job.plan.redaction)
-        self._request_finished(job, None)
-        response.aegis = job.record  # type: ignore[attr-defined]  # an extra field of ChatCompletion
-        return response
-
-    async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
-        params = job.sent_params(call.client.config)
-        return await open_first_chunk(call, job.plan.messages, params, call.timeout)
-
-    async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
-        async def settle(status: str, usage: Any, text: str, error_type: str | None) -> None:
-            await self._asettle(job, call, status, usage, text, error_type)
-            self._request_finished(job, None if status == "ok" else "ProviderCallError")
-
-        call.ttft_ms = (time.perf_counter() - call.started) * 1000
-        stream, first = opened
-        redaction = job.plan.redaction
-        restorer = ChunkRestorer(redaction) if redaction is not None else None
-        stream_ = AegisStream(call, stream, first, job.record, settle, job.stop_at, restorer)
-        return await stream_.start()
-
-    # -- reserve ------------------------------------------------------------------------
-
-    async def _start(self, job: Job, entry: RouteEntry) -> Call | None:
-        """Check the candidate and reserve its budget; None (with an attempt noted) to skip."""
-        client = job.rt.clients[entry.provider]
-        model = entry.model or client.config.model
-        breaker = job.rt.breakers[client.name]
-        reason = self._skip_reason(job, client, breaker) or job.over_ceiling(client.config, model)
-        if reason is not None:
-            self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
-                                    reason=reason, breaker=breaker.state))  # fmt: skip
-            return None
-        state = breaker.state
-        job.attempts += 1
-        cached = cache_ttl(job) > 0
-        answer = cached_answer(self.response_cache, job, client, model) if cached else None
-        free = answer is not None  # a cached answer costs $0: no budget to check
-        try:
-            row_id = await self._reserve(
-                job.attempt_start(client.name, model),
-                0 if free else job.reservation(client.config, model),
-                None if free else job.rt.budgets[client.name],
-            )
-        except (errors.BudgetExceededError, errors.LedgerUnavailableError) as exc:
-            # a budget that is spent, or cannot be checked: the next provider serves
-            breaker.release_probe()
-            outcome = (
-                "budget_exceeded"
-                if isinstance(exc, errors.BudgetExceededError)
-                else "ledger_unavailable"
-            )
-            self._note(job, Attempt(provider=client.name, model=model, outcome=outcome,
-                                    reason=str(exc), breaker=state))  # fmt: skip
-            return None
-        timeout = _min(client.config.timeout_s, job.remaining())
-        if answer is not None:
-            return CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
-        return Call(client, model, row_id, breaker, state, timeout)
-
-    def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
-        if job.plan.local_only and not client.config.local:  # the invariant, once more
-            return "personal data may only reach local providers"
-        if client.unavailable_reason:
-            return client.unavailable_reason
-        if job.plan.images and not client.config.vision:
-            return "request has images and the provider is not declared vision: true"
-        if (
-            job.plan.images
-            and client.config.sdk == "ollama"
-            and has_remote_images(job.plan.messages)
-        ):
-            return "the ollama SDK drops http(s) image URLs: send images as data: URLs"
-        if client.config.sdk == "ollama" and (dropped := ollama_cannot_honour(job.params)):
-            return dropped
-        if job.remaining() == 0:
-            return "request deadline passed"
-        try:
-            client.prepare()
-        except errors.ProviderCallError as exc:
-            return f"client could not be created: {exc.problem}"
-        if not breaker.allow():
-            return "circuit breaker open"
-        return None
-
-    # -- settle -------------------------------------------------------------------------
-
-    async def _reserve(self, start: AttemptStart, amount: int, budget: BudgetLimit | None) -> int:
-        """The ledger's reservation; from a worker thread when the ledger waits on the network.
-
-        A request cancelled while its reservation is being written still gets its row
-        settled, as cancelled, once the write is done.
-        """
-        ledger = self.ledger
-        if not ledger.blocks_event_loop:
-            return ledger.reserve(start, amount, budget)
-        writing = asyncio.ensure_future(asyncio.to_thread(ledger.reserve, start, amount, budget))
-        try:
-            return await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            writing.add_done_callback(lambda done: _settle_cancelled(ledger, done))
-            raise
-
-    async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
-        if not isinstance(exc, errors.ProviderCallError):
-            exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
-        await self._asettle(job, call, "error", None, None, exc.kind)
-        return exc
-
-    async def _asettle(
-        self, job: Job, call: Call, status: str, usage: Any, text: str | None, error: str | None
-    ) -> None:
-        """``_settle``, with the ledger write in a worker thread when it waits on the network."""
-        if not self.ledger.blocks_event_loop:
-            self._settle(job, call, status, usage, text, error)
-            return
-        outcome = outcome_of(job, call, status, usage, text, error)
-        await asyncio.to_thread(self.ledger.settle, call.row_id, outcome)
-        self._settled(job, call, outcome, status, error)
-
-    def _settle(
-        self, job: Job, call: Call, status: str, usage: Any, text: str | None, error: str | None
-    ) -> None:
-        """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
-
-        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt.
-        """
-        outcome = outcome_of(job, call, status, usage, text, error)
-        self.ledger.settle(call.row_id, outcome)
-        self._settled(job, call, outcome, status, error)
-
-    def _settled(
-        self, job: Job, call: Call, outcome: AttemptOutcome, status: str, error_type: str | None
-    ) -> None:
-        """Breaker, routing record, observers and log, once the row is settled."""
-        hit = outcome.cache_hit
-        if status == "ok":
-            if hit:  # a cached answer says nothing of the provider's health
-                call.breaker.release_probe()
-            else:
-                call.breaker.record_success()
-            record_success(job.record, call, outcome)
-        elif status == "error":
-            call.breaker.record_failure()
-        attempt = Attempt(
-            provider=call.client.name,
-            model=call.model,
-            outcome="cache_hit" if hit and status == "ok" else status,
-            error_type=error_type,
-            latency_ms=round(outcome.latency_ms, 3),
-            breaker=call.breaker_state,
-        )
-        self._note(job, attempt, call, outcome)
-
-    def _note(
-        self,
-        job: Job,
-        attempt: Attempt,
-        call: Call | None = None,
-        outcome: AttemptOutcome | None = None,
-    ) -> None:
-        job.record.attempts.append(attempt)
-        if self.observers:
-            now = time.time()
-            started = call.started_at if call is not None else now
-            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
-            emit(self.observers, "attempt_finished", event)
-        log.info(
-            "provider_attempt",
-            request_id=job.record.request_id,
-            rule=job.record.rule,
-            provider=attempt.provider,
-            model=attempt.model,
-            outcome=attempt.outcome,
-            error_type=attempt.error_type,
-            reason=attempt.reason,
-            latency_ms=attempt.latency_ms,
-            breaker=attempt.breaker,
-        )
-
-    def _request_finished(self, job: Job, error: str | None) -> None:
-        if self.observers:
-            event = RequestEvent(job.record, job.started_at, time.time(), job.stream, error)
-            emit(self.observers, "request_finished", event)
+        return await self._attempts.serve(job)
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:
@@ -506,18 +258,3 @@ def _prepare_all(clients: Sequence[ProviderClient]) -> None:
             client.prepare()
         except errors.ProviderCallError as exc:
             log.warning("provider_client_failed", provider=client.name, problem=exc.problem)
-
-
-def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> None:
-    """Settle, as cancelled, a row whose reservation finished after its request was cancelled."""
-    if reserving.cancelled() or reserving.exception() is not None:
-        return  # nothing was written, or the failure was the request's own to see
-    try:
-        ledger.settle(reserving.result(), AttemptOutcome("cancelled", 0.0, error_type="cancelled"))
-    except errors.LedgerError as exc:  # the row stays pending: its reservation expires
-        log.error("cancelled_reservation_unsettled", problem=exc.problem)
-
-
-def _min(*limits: float | None) -> float | None:
-    given = [limit for limit in limits if limit is not None]
-    return min(given) if given else None

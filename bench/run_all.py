@@ -889,7 +889,14 @@ def _misses_md(rows: list[Row], r: dict[str, Any]) -> list[str]:
 
 
 _WRAPPERS = frozenset(
-    {"proxy.acompletion", "proxy._serve", "_sqlite._retry", "_sqlite.<lambda>", "ledger.work"}
+    {
+        "proxy.acompletion",
+        "dispatch.serve",
+        "dispatch._serve",
+        "_sqlite._retry",
+        "_sqlite.<lambda>",
+        "ledger.work",
+    }
 )
 
 
