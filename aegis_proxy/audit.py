@@ -121,8 +121,8 @@ def _as_csv(audit: PrivacyAudit) -> str:
 def _as_table(audit: PrivacyAudit) -> str:
     lines = [f"privacy audit {audit.month}: {len(audit.attempts)} attempt rows held personal "
              f"data, {len(audit.refusals)} requests refused"]  # fmt: skip
-    lines += _counts("action", audit.actions())
-    lines += _counts("entity type", audit.entity_types())
+    lines += _counts("action", "requests", audit.actions())
+    lines += _counts("entity type", "values found", audit.entity_types())
     lines += _rows("attempts", audit.attempts, _ATTEMPT_COLUMNS)
     lines += _rows("refusals", audit.refusals, _REFUSAL_COLUMNS)
     lines.append(_verdict(audit))
@@ -141,10 +141,10 @@ def _verdict(audit: PrivacyAudit) -> str:
             " (all months)")  # fmt: skip
 
 
-def _counts(title: str, counts: Mapping[str, int]) -> list[str]:
+def _counts(title: str, unit: str, counts: Mapping[str, int]) -> list[str]:
     if not counts:
         return []
-    return [f"{title:<24} requests", *(f"  {k:<22} {n}" for k, n in sorted(counts.items()))]
+    return [f"{title:<24} {unit}", *(f"  {k:<22} {n}" for k, n in sorted(counts.items()))]
 
 
 def _rows(title: str, rows: Iterable[Row], columns: tuple[str, ...]) -> list[str]:
