@@ -224,8 +224,6 @@ class AttemptLoop:
             return "circuit breaker open"
         return None
 
-    # -- settle -------------------------------------------------------------------------
-
     async def _reserve(self, start: AttemptStart, amount: int, budget: BudgetLimit | None) -> int:
         """The ledger's reservation; from a worker thread when the ledger waits on the network.
 
@@ -241,6 +239,8 @@ class AttemptLoop:
         except asyncio.CancelledError:
             writing.add_done_callback(lambda done: _settle_cancelled(ledger, done))
             raise
+
+    # -- settle -------------------------------------------------------------------------
 
     async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
         if not isinstance(exc, errors.ProviderCallError):
