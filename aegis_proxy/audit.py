@@ -75,13 +75,13 @@ def audit_month(
     ledger: LedgerBackend, month: str, local_providers: Collection[str] | None = None
 ) -> PrivacyAudit:
     """Read ``month``'s privacy decisions and check the proof over every month."""
-    attempts = ledger.privacy_rows(month)
+    attempts, refusals = ledger.privacy_rows(month), ledger.refusal_rows(month)
     breaches = ledger.privacy_breaches()
     legacy = [row for row in attempts if row["provider_local"] is None and not row["redacted"]]
     if local_providers is None:
-        return PrivacyAudit(month, attempts, ledger.refusal_rows(month), breaches, legacy)
+        return PrivacyAudit(month, attempts, refusals, breaches, legacy)
     breaches += [row for row in legacy if row["provider"] not in local_providers]
-    return PrivacyAudit(month, attempts, ledger.refusal_rows(month), breaches)
+    return PrivacyAudit(month, attempts, refusals, breaches)
 
 
 def render_audit(audit: PrivacyAudit, fmt: Literal["table", "json", "csv"]) -> str:

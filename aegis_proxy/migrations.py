@@ -153,15 +153,10 @@ def m004_privacy_audit(conn: sqlite3.Connection) -> None:
     """
     for definition in M004_COLUMNS:
         _add_column(conn, "requests", definition)
-    conn.execute(
-        "UPDATE requests SET privacy_action = 'unrecorded'"
-        " WHERE contains_pii = 1 AND privacy_action = 'none' AND provider_local IS NULL"
-    )
+    conn.execute(M004_UNRECORDED)
     conn.execute(M004_REFUSALS)
-    conn.execute("CREATE INDEX IF NOT EXISTS privacy_refusals_period ON privacy_refusals (period)")
-    conn.execute(
-        "CREATE INDEX IF NOT EXISTS requests_period_pii ON requests (period, contains_pii)"
-    )
+    for statement in M004_INDEXES:
+        conn.execute(statement)
 
 
 M004_COLUMNS = (
@@ -170,6 +165,14 @@ M004_COLUMNS = (
     "providers_removed TEXT NOT NULL DEFAULT '[]'",  # non-local providers taken off the route
     "redacted INTEGER NOT NULL DEFAULT 0",
     "provider_local INTEGER",  # the provider was local: true (NULL before m004)
+)
+M004_UNRECORDED = (
+    "UPDATE requests SET privacy_action = 'unrecorded'"
+    " WHERE contains_pii = 1 AND privacy_action = 'none' AND provider_local IS NULL"
+)
+M004_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS privacy_refusals_period ON privacy_refusals (period)",
+    "CREATE INDEX IF NOT EXISTS requests_period_pii ON requests (period, contains_pii)",
 )
 M004_REFUSALS = """CREATE TABLE IF NOT EXISTS privacy_refusals (
     id INTEGER PRIMARY KEY,
