@@ -13,7 +13,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aegis_proxy.call.streaming import AegisStream
     from aegis_proxy.config import AegisConfig, load_config
+    from aegis_proxy.decide.record import AegisRecord, Attempt
+    from aegis_proxy.decide.rules import LLMTask, Route
     from aegis_proxy.default import (
         acompletion,
         close_default_proxy,
@@ -39,10 +42,7 @@ if TYPE_CHECKING:
         RateLimitedError,
         RequestValidationError,
     )
-    from aegis_proxy.policy import LLMTask, Route
     from aegis_proxy.proxy import AegisLLMProxy
-    from aegis_proxy.request import AegisRecord, Attempt
-    from aegis_proxy.streaming import AegisStream
 
 _ERRORS = [
     "AegisError",
@@ -71,10 +71,10 @@ _HOMES: dict[str, str] = {
         ["acompletion", "close_default_proxy", "completion", "get_default_proxy"],
         "aegis_proxy.default",
     ),
-    **dict.fromkeys(["LLMTask", "Route"], "aegis_proxy.policy"),
+    **dict.fromkeys(["LLMTask", "Route"], "aegis_proxy.decide.rules"),
     "AegisLLMProxy": "aegis_proxy.proxy",
-    **dict.fromkeys(["AegisRecord", "Attempt"], "aegis_proxy.request"),
-    "AegisStream": "aegis_proxy.streaming",
+    **dict.fromkeys(["AegisRecord", "Attempt"], "aegis_proxy.decide.record"),
+    "AegisStream": "aegis_proxy.call.streaming",
 }
 
 __all__ = [

@@ -1,172 +1,328 @@
-"""The bookkeeping of one request's attempts: what is reserved, what is settled.
+"""The attempt loop: walk a planned request's route until one provider serves it.
 
-What must always hold:
-- a budgeted attempt reserves an upper bound of its cost: an input bound that cannot be
-  under the real token count plus ``max_tokens`` (the caller's, or the configured default,
-  which is then also *sent*, so the provider is held to it) times the output price;
-- an attempt's cost comes from the provider's usage; without usage, the tokens are
-  counted locally and the row says so (``counted``); a failed attempt costs nothing;
-- these are pure functions of the request: no network, no ledger.
+For each candidate: check it (privacy once more, availability, images, what its SDK can
+honour, the deadline, its circuit breaker), answer from the response cache or reserve its
+budget in the ledger, call it, and settle its ledger row. What must always hold:
+- privacy: a request whose plan is ``local_only`` never reaches a provider without
+  ``local: true``, fallbacks and retries included;
+- budget: a budgeted provider is called only after the ledger reserved an upper bound of
+  the attempt's cost; a refused (or uncheckable) reservation moves on to the next provider;
+- ledger: every attempt that reaches a provider is one row, settled exactly once with its
+  outcome (ok, error, cancelled), whatever happens, also when the request is cancelled while
+  its reservation is being written; a ledger that waits on the network
+  (``blocks_event_loop``) is called from a worker thread;
+- cache: a hit is served only after the candidate passed every check a call would, and is
+  one row at cost 0 marked ``cache_hit``;
+- no attempt outlives the request's deadline; nothing here logs prompt text, response text
+  or keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aegis_proxy.ledger import AttemptOutcome, AttemptStart
-from aegis_proxy.pricing import cost_micros, count_text_tokens, count_tokens, input_token_bound
-from aegis_proxy.request import AegisRecord, usage_tokens
+import structlog
+
+from aegis_proxy import errors
+from aegis_proxy.call.cache import ResponseCache, cache_ttl, cached_answer, store_answer
+from aegis_proxy.call.resilience import should_retry
+from aegis_proxy.call.streaming import AegisStream, open_first_chunk
+from aegis_proxy.classify.redaction import ChunkRestorer, restore_message
+from aegis_proxy.decide.record import Attempt, Outcome
+from aegis_proxy.job import CacheHit, Call, Job, outcome_of, record_success, response_text
+from aegis_proxy.observe.events import AttemptEvent, Observer, RequestEvent, emit
+from aegis_proxy.settle.backend import LedgerBackend
+from aegis_proxy.settle.records import (
+    CANCELLED,
+    AttemptOutcome,
+    AttemptStart,
+    BudgetLimit,
+    Finished,
+)
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion
 
-    from aegis_proxy.config import ProviderConfig
-    from aegis_proxy.planning import Plan
-    from aegis_proxy.providers import ProviderClient
-    from aegis_proxy.resilience import CircuitBreaker
-    from aegis_proxy.runtime import Runtime
+    from aegis_proxy.call.client import ProviderClient
+    from aegis_proxy.call.resilience import CircuitBreaker
+    from aegis_proxy.config.routing import RouteEntry
+
+log = structlog.get_logger("aegis_proxy")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-@dataclass(slots=True)
-class Job:
-    """A planned request on its way: parameters, deadline, record, attempt counter."""
+class AttemptLoop:
+    """Serves planned requests, one attempt after another, for one proxy.
 
-    plan: Plan
-    params: dict[str, Any]
-    record: AegisRecord
-    query_hash: str
-    stop_at: float | None
-    default_max_tokens: int
-    rt: Runtime
-    attempts: int = 0
-    started_at: float = field(default_factory=time.time)
+    It writes to ``ledger``, reads and fills the response cache that ``cache`` opens on
+    first use (only when a request may be cached), and tells ``observers`` (the proxy's
+    own list: observers added later are told too).
+    """
+
+    def __init__(
+        self,
+        ledger: LedgerBackend,
+        cache: Callable[[], ResponseCache],
+        observers: list[Observer],
+    ) -> None:
+        self.ledger = ledger
+        self._cache = cache
+        self.observers = observers
 
     @property
-    def stream(self) -> bool:
-        return bool(self.params.get("stream"))
+    def response_cache(self) -> ResponseCache:
+        return self._cache()
 
-    def remaining(self) -> float | None:
-        return None if self.stop_at is None else max(0.0, self.stop_at - time.monotonic())
+    async def serve(self, job: Job) -> ChatCompletion | AegisStream:
+        """Serve the job from the first candidate that answers; ``NoProviderAvailableError``."""
+        if job.stream:
+            return await self._serve(job, self._open_stream, self._stream_served)
+        return await self._serve(job, self._complete, self._completed)
 
-    def sent_params(self, config: ProviderConfig) -> dict[str, Any]:
-        """The caller's parameters, with a max_tokens cap for budgeted providers."""
-        sent = {k: v for k, v in self.params.items() if k != "stream"}
-        capped = config.budgeted or self.plan.route.max_cost_micros is not None
-        if capped and not max_tokens(self.params):
-            sent["max_tokens"] = self.default_max_tokens
-        return sent
+    async def _serve(
+        self,
+        job: Job,
+        attempt: Callable[[Job, Call], Awaitable[T]],
+        served: Callable[[Job, Call, T], Awaitable[R]],
+    ) -> R:
+        """Walk the route: each candidate, retried on curable failures, until one serves."""
+        for entry in job.plan.route.candidates:
+            for retry in range(job.rt.retry.retries + 1):
+                call = await self._start(job, entry)
+                if call is None:
+                    break
+                try:
+                    result = await attempt(job, call)
+                except (errors.ProviderCallError, TimeoutError) as exc:
+                    error = await self._failed(job, call, exc)
+                    if not await self._backoff(job, retry, error):
+                        break
+                    continue
+                except BaseException:
+                    self._settle(job, call, CANCELLED)
+                    call.breaker.release_probe()
+                    self._request_finished(job, "cancelled")
+                    raise
+                return await served(job, call, result)
+        log.warning("request_failed", request_id=job.plan.request_id, rule=job.plan.route.rule)
+        self._request_finished(job, "NoProviderAvailableError")
+        raise errors.NoProviderAvailableError(job.plan.route.rule, job.record.attempts)
 
-    def reservation(self, config: ProviderConfig, model: str) -> int:
-        """What the ledger reserves for this attempt: its cost bound, or 0 when unbudgeted."""
-        return self.cost_bound(config, model) if config.budgeted else 0
+    async def _backoff(self, job: Job, retry: int, error: errors.ProviderCallError) -> bool:
+        """Sleep before a retry at the same provider; False when no retry is due."""
+        if retry >= job.rt.retry.retries or not should_retry(error):
+            return False
+        delay = job.rt.retry.delay(retry + 1, error)
+        remaining = job.remaining()
+        if remaining is not None and delay >= remaining:
+            return False
+        await asyncio.sleep(delay)
+        return True
 
-    def cost_bound(self, config: ProviderConfig, model: str) -> int:
-        """Upper bound of this attempt's cost in micro-dollars."""
-        price = config.price_of(model)
-        if price.is_free:
-            return 0
-        out_bound = max_tokens(self.params) or self.default_max_tokens
-        in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
-        return cost_micros(price, in_bound, out_bound)
+    async def _complete(self, job: Job, call: Call) -> ChatCompletion:
+        if isinstance(call, CacheHit) and call.answer is not None:
+            return call.answer
+        params = job.sent_params(call.client.config)
+        async with asyncio.timeout(call.timeout):
+            return await call.client.complete(call.model, job.plan.messages, params)
 
-    def over_ceiling(self, config: ProviderConfig, model: str) -> str | None:
-        """Why this attempt's cost bound passes the rule's ``max_cost_usd``; None if it fits."""
-        ceiling = self.plan.route.max_cost_micros
-        if ceiling is None:
+    async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
+        message = response.choices[0].message if response.choices else None
+        await self._asettle(job, call, Finished("ok", response.usage, response_text(message)))
+        if not isinstance(call, CacheHit) and (ttl_s := cache_ttl(job)) > 0:
+            store_answer(self.response_cache, ttl_s, job, call, response)  # placeholders kept
+        if job.plan.redaction is not None:
+            for choice in response.choices:
+                restore_message(choice.message, job.plan.redaction)
+        self._request_finished(job, None)
+        response.aegis = job.record  # type: ignore[attr-defined]  # an extra field of ChatCompletion
+        return response
+
+    async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
+        params = job.sent_params(call.client.config)
+        return await open_first_chunk(call, job.plan.messages, params, call.timeout)
+
+    async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
+        async def settle(finished: Finished) -> None:
+            await self._asettle(job, call, finished)
+            self._request_finished(job, None if finished.status == "ok" else "ProviderCallError")
+
+        call.ttft_ms = (time.perf_counter() - call.started) * 1000
+        stream, first = opened
+        redaction = job.plan.redaction
+        restorer = ChunkRestorer(redaction) if redaction is not None else None
+        stream_ = AegisStream(call, stream, first, job.record, settle, job.stop_at, restorer)
+        return await stream_.start()
+
+    # -- reserve ------------------------------------------------------------------------
+
+    async def _start(self, job: Job, entry: RouteEntry) -> Call | None:
+        """Check the candidate and reserve its budget; None (with an attempt noted) to skip."""
+        client = job.rt.clients[entry.provider]
+        model = entry.model or client.config.model
+        breaker = job.rt.breakers[client.name]
+        reason = self._skip_reason(job, client, breaker) or job.over_ceiling(client.config, model)
+        if reason is not None:
+            self._note(job, Attempt(provider=client.name, model=model, outcome="skipped",
+                                    reason=reason, breaker=breaker.state))  # fmt: skip
             return None
-        bound = self.cost_bound(config, model)
-        if bound <= ceiling:
+        state = breaker.state
+        job.attempts += 1
+        cached = cache_ttl(job) > 0
+        answer = cached_answer(self.response_cache, job, client, model) if cached else None
+        free = answer is not None  # a cached answer costs $0: no budget to check
+        try:
+            row_id = await self._reserve(
+                job.attempt_start(client.name, model),
+                0 if free else job.reservation(client.config, model),
+                None if free else job.rt.budgets[client.name],
+            )
+        except (errors.BudgetExceededError, errors.LedgerUnavailableError) as exc:
+            # a budget that is spent, or cannot be checked: the next provider serves
+            breaker.release_probe()
+            outcome: Outcome = (
+                "budget_exceeded"
+                if isinstance(exc, errors.BudgetExceededError)
+                else "ledger_unavailable"
+            )
+            self._note(job, Attempt(provider=client.name, model=model, outcome=outcome,
+                                    reason=str(exc), breaker=state))  # fmt: skip
             return None
-        return f"cost bound ${bound / 1e6:.6f} exceeds the rule's max_cost_usd ${ceiling / 1e6:.6f}"
+        timeout = _min(client.config.timeout_s, job.remaining())
+        if answer is not None:
+            return CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
+        return Call(client, model, row_id, breaker, state, timeout)
 
-    def attempt_start(self, provider: str, model: str) -> AttemptStart:
-        task = self.plan.task
-        return AttemptStart(
-            request_id=self.plan.request_id,
-            attempt=self.attempts,
-            provider=provider,
-            model=model,
-            rule=self.plan.route.rule,
-            task_type=task.task_type,
-            quality=task.quality,
-            complexity=task.complexity,
-            batch_size=task.batch_size,
-            data_classification=task.data_classification,
-            contains_pii=self.plan.contains_pii,
-            stream=self.stream,
-            query_hash=self.query_hash,
-            user_id=task.user_id,
-            agent=task.agent,
-            tags=tuple(task.tags),
-            privacy=self.plan.privacy,
-            provider_local=self.rt.config.providers[provider].local,
+    def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
+        if job.plan.local_only and not client.config.local:  # the invariant, once more
+            return "personal data may only reach local providers"
+        if client.unavailable_reason:
+            return client.unavailable_reason
+        if job.plan.images and not client.config.vision:
+            return "request has images and the provider is not declared vision: true"
+        if dropped := client.cannot_serve(job.plan.messages, job.params):
+            return dropped
+        if job.remaining() == 0:
+            return "request deadline passed"
+        try:
+            client.prepare()
+        except errors.ProviderCallError as exc:
+            return f"client could not be created: {exc.problem}"
+        if not breaker.allow():
+            return "circuit breaker open"
+        return None
+
+    async def _reserve(self, start: AttemptStart, amount: int, budget: BudgetLimit | None) -> int:
+        """The ledger's reservation; from a worker thread when the ledger waits on the network.
+
+        A request cancelled while its reservation is being written still gets its row
+        settled, as cancelled, once the write is done.
+        """
+        ledger = self.ledger
+        if not ledger.blocks_event_loop:
+            return ledger.reserve(start, amount, budget)
+        writing = asyncio.ensure_future(asyncio.to_thread(ledger.reserve, start, amount, budget))
+        try:
+            return await asyncio.shield(writing)
+        except asyncio.CancelledError:
+            writing.add_done_callback(lambda done: _settle_cancelled(ledger, done))
+            raise
+
+    # -- settle -------------------------------------------------------------------------
+
+    async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
+        if not isinstance(exc, errors.ProviderCallError):
+            exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
+        await self._asettle(job, call, Finished("error", error_type=exc.kind))
+        return exc
+
+    async def _asettle(self, job: Job, call: Call, finished: Finished) -> None:
+        """``_settle``, with the ledger write in a worker thread when it waits on the network."""
+        if not self.ledger.blocks_event_loop:
+            self._settle(job, call, finished)
+            return
+        outcome = outcome_of(job, call, finished)
+        await asyncio.to_thread(self.ledger.settle, call.row_id, outcome)
+        self._settled(job, call, outcome)
+
+    def _settle(self, job: Job, call: Call, finished: Finished) -> None:
+        """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
+
+        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt.
+        """
+        outcome = outcome_of(job, call, finished)
+        self.ledger.settle(call.row_id, outcome)
+        self._settled(job, call, outcome)
+
+    def _settled(self, job: Job, call: Call, outcome: AttemptOutcome) -> None:
+        """Breaker, routing record, observers and log, once the row is settled."""
+        hit = outcome.cache_hit
+        status = outcome.status
+        if status == "ok":
+            if hit:  # a cached answer says nothing of the provider's health
+                call.breaker.release_probe()
+            else:
+                call.breaker.record_success()
+            record_success(job.record, call, outcome)
+        elif status == "error":
+            call.breaker.record_failure()
+        attempt = Attempt(
+            provider=call.client.name,
+            model=call.model,
+            outcome="cache_hit" if hit and status == "ok" else status,
+            error_type=outcome.error_type,
+            latency_ms=round(outcome.latency_ms, 3),
+            breaker=call.breaker_state,
+        )
+        self._note(job, attempt, call, outcome)
+
+    def _note(
+        self,
+        job: Job,
+        attempt: Attempt,
+        call: Call | None = None,
+        outcome: AttemptOutcome | None = None,
+    ) -> None:
+        job.record.attempts.append(attempt)
+        if self.observers:
+            now = time.time()
+            started = call.started_at if call is not None else now
+            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
+            emit(self.observers, "attempt_finished", event)
+        log.info(
+            "provider_attempt",
+            request_id=job.record.request_id,
+            rule=job.record.rule,
+            provider=attempt.provider,
+            model=attempt.model,
+            outcome=attempt.outcome,
+            error_type=attempt.error_type,
+            reason=attempt.reason,
+            latency_ms=attempt.latency_ms,
+            breaker=attempt.breaker,
         )
 
-
-@dataclass(slots=True)
-class Call:
-    """One attempt in flight: its provider, ledger row, breaker and clock."""
-
-    client: ProviderClient
-    model: str
-    row_id: int
-    breaker: CircuitBreaker
-    breaker_state: str
-    timeout: float | None
-    started: float = field(default_factory=time.perf_counter)
-    started_at: float = field(default_factory=time.time)
-    ttft_ms: float | None = None
+    def _request_finished(self, job: Job, error: str | None) -> None:
+        if self.observers:
+            event = RequestEvent(job.record, job.started_at, time.time(), job.stream, error)
+            emit(self.observers, "request_finished", event)
 
 
-@dataclass(slots=True)
-class CacheHit(Call):
-    """An attempt served from the response cache: no provider call, no cost."""
-
-    answer: ChatCompletion | None = None
-
-
-def outcome_of(
-    job: Job, call: Call, status: str, usage: Any, text: str | None, error_type: str | None
-) -> AttemptOutcome:
-    """The settled outcome: real tokens from usage, else counted from ``text``.
-
-    A cached answer reuses the provider's usage, costs nothing and says so.
-    """
-    tokens = usage_tokens(usage)
-    counted = tokens is None and text is not None
-    if tokens is None:
-        tokens = (0, 0, 0, 0)
-        if text is not None:
-            tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
-    hit = isinstance(call, CacheHit)
-    price = call.client.config.price_of(call.model)
-    return AttemptOutcome(
-        status=status,
-        latency_ms=(time.perf_counter() - call.started) * 1000,
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        cached_input_tokens=tokens[2],
-        reasoning_tokens=tokens[3],
-        cost_micros=0 if hit else cost_micros(price, tokens[0], tokens[1], tokens[2]),
-        counted=counted,
-        error_type=error_type,
-        ttft_ms=call.ttft_ms,
-        cache_hit=hit,
-    )
+def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> None:
+    """Settle, as cancelled, a row whose reservation finished after its request was cancelled."""
+    if reserving.cancelled() or reserving.exception() is not None:
+        return  # nothing was written, or the failure was the request's own to see
+    try:
+        ledger.settle(reserving.result(), AttemptOutcome("cancelled", 0.0, error_type="cancelled"))
+    except errors.LedgerError as exc:  # the row stays pending: its reservation expires
+        log.error("cancelled_reservation_unsettled", problem=exc.problem)
 
 
-def record_success(record: AegisRecord, call: Call, outcome: AttemptOutcome) -> None:
-    record.provider = call.client.name
-    record.model = call.model
-    record.cost_usd = Decimal(outcome.cost_micros) / Decimal(1_000_000)
-    record.input_tokens = outcome.input_tokens
-    record.output_tokens = outcome.output_tokens
-    record.tokens_counted = outcome.counted
-
-
-def max_tokens(params: dict[str, Any]) -> int | None:
-    value = params.get("max_tokens") or params.get("max_completion_tokens")
-    return int(value) if value else None
+def _min(*limits: float | None) -> float | None:
+    given = [limit for limit in limits if limit is not None]
+    return min(given) if given else None

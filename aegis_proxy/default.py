@@ -16,15 +16,15 @@ import os
 import weakref
 from typing import TYPE_CHECKING, Any, cast
 
+from aegis_proxy.call.streaming import AegisStream as AegisStreamType
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.errors import RequestValidationError
 from aegis_proxy.proxy import AegisLLMProxy
-from aegis_proxy.streaming import AegisStream as AegisStreamType
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion
 
-    from aegis_proxy.policy import LLMTask
+    from aegis_proxy.decide.rules import LLMTask
 
 _configs: dict[tuple[str, float], AegisConfig] = {}
 

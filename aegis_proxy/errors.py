@@ -3,7 +3,7 @@
 Every error a caller can see derives from ``AegisError`` and carries its context as
 attributes (provider, spent, limit, ...), never only as text. Provider SDK exceptions are
 mapped onto ``ProviderCallError`` subclasses in exactly one place
-(``aegis_proxy.providers.map_sdk_errors``); nothing else catches SDK exceptions.
+(``aegis_proxy.call.client.map_sdk_errors``); nothing else catches SDK exceptions.
 
     AegisError
     ├── ConfigError                   bad config file: names the file and the key
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from decimal import Decimal
 
-    from aegis_proxy.ledger_base import PrivacyRefusal
+    from aegis_proxy.settle.records import PrivacyRefusal
 
 
 class AegisError(Exception):
@@ -68,13 +68,18 @@ class PrivacyViolationError(AegisError):
     """
 
     def __init__(
-        self, entity_types: Sequence[str], removed: Sequence[str], *, blocked: bool = False
+        self,
+        entity_types: Sequence[str],
+        removed: Sequence[str],
+        *,
+        blocked: bool = False,
+        refusal: PrivacyRefusal | None = None,
     ) -> None:
         self.entity_types = tuple(entity_types)
         self.removed = tuple(removed)
         self.blocked = blocked
-        self.refusal: PrivacyRefusal | None = None
-        """What the audit trail records of it (set by the proxy; names and counts only)."""
+        self.refusal = refusal
+        """What the audit trail records of it (names and counts only)."""
         kinds = ", ".join(self.entity_types) or "declared pii"
         if blocked:
             message = f"request contains personal data ({kinds}) and the privacy action is block"
@@ -84,6 +89,12 @@ class PrivacyViolationError(AegisError):
                 f"non-local providers removed from the route: {', '.join(self.removed) or 'none'}"
             )
         super().__init__(message)
+
+    def with_refusal(self, refusal: PrivacyRefusal) -> PrivacyViolationError:
+        """The same refusal, with the audit record the proxy keeps of it."""
+        return PrivacyViolationError(
+            self.entity_types, self.removed, blocked=self.blocked, refusal=refusal
+        )
 
 
 class BudgetExceededError(AegisError):

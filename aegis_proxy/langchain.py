@@ -41,11 +41,11 @@ except ImportError as exc:  # the optional extra is missing
     ) from exc
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
+from aegis_proxy.decide.record import AegisRecord
+from aegis_proxy.decide.rules import LLMTask
 from aegis_proxy.default import default_config_path
 from aegis_proxy.errors import RequestValidationError
-from aegis_proxy.policy import LLMTask
 from aegis_proxy.proxy import AegisLLMProxy
-from aegis_proxy.request import AegisRecord
 
 __all__ = ["ChatAegis"]
 

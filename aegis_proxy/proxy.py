@@ -1,8 +1,8 @@
 """AegisLLMProxy: classify, decide, reserve, call, settle — for every request.
 
 Data flows one way: request -> classify (pii) -> decide (policy) -> reserve (ledger budget)
--> call (providers) -> settle (ledger). Planning is ``aegis_proxy.planning``; the attempts
-are ``aegis_proxy.dispatch``; this module owns the configuration, the clients, the ledger
+-> call (providers) -> settle (ledger). Planning is ``aegis_proxy.decide.plan``; the attempts
+are ``aegis_proxy.attempts``; this module owns the configuration, the clients, the ledger
 and the cache, and their lifetimes. What must always hold:
 - privacy: a request holding or declaring PII only ever reaches ``local: true`` providers,
   fallbacks and retries included; a detector failure counts as PII (fail closed), and the
@@ -14,7 +14,7 @@ and the cache, and their lifetimes. What must always hold:
 - cache: a deterministic request may be answered from the response cache (when enabled)
   only after the candidate passed every check a call would (privacy first); a hit is one
   ledger row at cost 0 marked ``cache_hit``, and a PII answer is never served to another
-  user (see ``aegis_proxy.cache``);
+  user (see ``aegis_proxy.call.cache``);
 - no request outlives its deadline; nothing here logs prompt text, response text or keys.
 """
 
@@ -23,35 +23,29 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import structlog
 
 from aegis_proxy import errors
-from aegis_proxy.attempts import Job
-from aegis_proxy.cache import (
+from aegis_proxy.attempts import AttemptLoop
+from aegis_proxy.call.cache import (
     ResponseCache,
     cache_path,
 )
+from aegis_proxy.call.client import ProviderClient
+from aegis_proxy.call.resilience import CircuitBreaker
+from aegis_proxy.call.streaming import AegisStream
 from aegis_proxy.config import AegisConfig, load_config
-from aegis_proxy.dispatch import AttemptLoop
-from aegis_proxy.events import Observer
-from aegis_proxy.ledger import (
-    LedgerBackend,
-    open_ledger,
-)
-from aegis_proxy.planning import Plan, plan_request
-from aegis_proxy.policy import LLMTask
-from aegis_proxy.providers import ProviderClient
-from aegis_proxy.request import (
-    AegisRecord,
-    validate_params,
-)
-from aegis_proxy.resilience import CircuitBreaker
+from aegis_proxy.decide.plan import Plan, plan_request
+from aegis_proxy.decide.request import validate_params
+from aegis_proxy.decide.rules import LLMTask
+from aegis_proxy.job import Job
+from aegis_proxy.observe.events import Observer
 from aegis_proxy.runtime import PiiScanner, build_runtime, reload_runtime, watch_file
-from aegis_proxy.streaming import AegisStream
+from aegis_proxy.settle.backend import LedgerBackend
+from aegis_proxy.settle.open import open_ledger
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -83,7 +77,7 @@ class AegisLLMProxy:
         self._cache: ResponseCache | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warm_lock = asyncio.Lock()
-        self._attempts = AttemptLoop(self)
+        self._attempts: AttemptLoop | None = None
 
     @property
     def config(self) -> AegisConfig:
@@ -121,7 +115,7 @@ class AegisLLMProxy:
         With ``discovery.check_local_models: warn|fail`` it also asks each local server
         whether it has the models the routes name (the only network call at start).
         """
-        from aegis_proxy.discovery import check_local_models  # httpx, only when asked
+        from aegis_proxy.call.discovery import check_local_models  # httpx, only when asked
 
         config = load_config(path)
         discovery = config.discovery
@@ -230,25 +224,14 @@ class AegisLLMProxy:
             raise
         # a process's one-time SDK import happens off the loop and before the deadline clock
         await self.warm_up([entry.provider for entry in plan.route.candidates])
-        deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
-        job = Job(
-            plan=plan,
-            params=params,
-            record=AegisRecord(
-                request_id=plan.request_id,
-                rule=plan.route.rule,
-                reason=plan.route.reason,
-                contains_pii=plan.contains_pii,
-                pii_entities=plan.pii_entities,
-                removed_providers=list(plan.route.removed),
-                privacy_action=plan.privacy.action if plan.privacy else "none",
-            ),
-            query_hash=plan.query_hash,
-            stop_at=time.monotonic() + deadline if deadline else None,
-            default_max_tokens=rt.config.budgets.default_max_tokens,
-            rt=rt,
-        )
-        return await self._attempts.serve(job)
+        job = Job.start(plan, params, rt, deadline_s)
+        return await self._attempt_loop().serve(job)
+
+    def _attempt_loop(self) -> AttemptLoop:
+        """The attempt loop, made with the ledger on the first request that needs it."""
+        if self._attempts is None:
+            self._attempts = AttemptLoop(self.ledger, lambda: self.response_cache, self.observers)
+        return self._attempts
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:

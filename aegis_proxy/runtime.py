@@ -16,20 +16,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
-from aegis_proxy.budget import budget_limits
-from aegis_proxy.classify import DETECTION_FAILED, IMAGE
+from aegis_proxy.call.client import ProviderClient
+from aegis_proxy.call.resilience import CircuitBreaker, RetryPolicy
+from aegis_proxy.classify.custom import Recognizer
+from aegis_proxy.classify.detector import DETECTION_FAILED, ENTITY_TYPES, IMAGE, PiiDetector
 from aegis_proxy.config import load_config
 from aegis_proxy.errors import ConfigError
-from aegis_proxy.ledger import BudgetLimit
-from aegis_proxy.pii import ENTITY_TYPES, PiiDetector, Recognizer
-from aegis_proxy.providers import ProviderClient
-from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
+from aegis_proxy.settle.budget import budget_limits
+from aegis_proxy.settle.records import BudgetLimit
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from aegis_proxy.classify.detector import PiiMatch, PiiReport
     from aegis_proxy.config import AegisConfig
-    from aegis_proxy.pii import PiiMatch, PiiReport
 
 
 log = structlog.get_logger("aegis_proxy")
@@ -133,7 +133,7 @@ def _detector(config: AegisConfig, previous: Runtime | None) -> PiiScanner:
     except ValueError as exc:  # an unknown entity type
         raise ConfigError(config.source, "privacy.entities", str(exc)) from None
     if privacy.ner == "presidio":
-        from aegis_proxy.pii_ner import PresidioDetector  # an optional extra: load on demand
+        from aegis_proxy.classify.ner import PresidioDetector  # an optional extra: load on demand
 
         return PresidioDetector(detector, source=config.source, model=privacy.ner_model)
     return detector
@@ -147,7 +147,7 @@ def check_entity_actions(config: AegisConfig) -> None:
     privacy = config.privacy
     known = {*ENTITY_TYPES, IMAGE, DETECTION_FAILED, *(r.name for r in privacy.recognizers)}
     if privacy.ner == "presidio":
-        from aegis_proxy.pii_ner import NER_ENTITIES  # Presidio itself loads only when used
+        from aegis_proxy.classify.ner import NER_ENTITIES  # Presidio itself loads only when used
 
         known.update(NER_ENTITIES)
     for name in privacy.entity_actions:

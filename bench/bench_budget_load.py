@@ -265,7 +265,7 @@ def _merge(tallies: list[dict[str, int]]) -> dict[str, int]:
 
 def reservation_usd() -> Decimal:
     """What the proxy reserves per call: its input bound plus max_tokens, at the price."""
-    from aegis_proxy.pricing import count_tokens, input_token_bound
+    from aegis_proxy.reserve.pricing import count_tokens, input_token_bound
 
     if count_tokens(c.MESSAGES) != PROMPT_TOKENS:
         raise AssertionError("fast_server.PROMPT_TOKENS no longer matches the bench prompt")

@@ -44,7 +44,7 @@ BULK = (
 
 def fill_ledger(path: Path, rows: int) -> float:
     """Create a ledger holding ``rows`` settled rows of this month; seconds it took."""
-    from aegis_proxy.ledger import Ledger
+    from aegis_proxy.settle.sqlite.ledger import Ledger
 
     began = time.perf_counter()
     Ledger(path).close()  # the schema, through the migrations

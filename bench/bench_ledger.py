@@ -18,7 +18,7 @@ Run: ``python bench/bench_ledger.py [--rows 1000000] [--runs 5] [--postgres URL]
   the bulk rows are inserted with ``executemany`` and the counters rebuilt once
   (``Ledger.rebuild_usage``). For comparison the bench also times the equivalent
   aggregation over the rows themselves;
-- ``python -c "import aegis_proxy.ledger, aegis_proxy.reports"``: well under 1 s.
+- ``python -c "import aegis_proxy.settle.open, aegis_proxy.reports.render"``: well under 1 s.
 
 Every figure is the median of several runs.
 """
@@ -39,14 +39,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aegis_proxy.ledger import (
-    AttemptOutcome,
-    AttemptStart,
-    BudgetLimit,
-    Ledger,
-    LedgerBackend,
-    open_ledger,
-)
+from aegis_proxy.settle.backend import LedgerBackend
+from aegis_proxy.settle.open import open_ledger
+from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, BudgetLimit
+from aegis_proxy.settle.sqlite.ledger import Ledger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -207,12 +203,12 @@ def bench_import(runs: int) -> dict[str, float]:
     package_only = (
         "import sys, types; p = types.ModuleType('aegis_proxy'); "
         f"p.__path__ = [{str(REPO / 'aegis_proxy')!r}]; sys.modules['aegis_proxy'] = p; "
-        "import aegis_proxy.ledger, aegis_proxy.reports"
+        "import aegis_proxy.settle.sqlite.ledger, aegis_proxy.reports.render"
     )
     commands = {
         "python -c pass": "pass",
-        "import aegis_proxy.ledger, aegis_proxy.reports": (
-            "import aegis_proxy.ledger, aegis_proxy.reports"
+        "import aegis_proxy.settle.sqlite.ledger, aegis_proxy.reports.render": (
+            "import aegis_proxy.settle.sqlite.ledger, aegis_proxy.reports.render"
         ),
         "same, without running aegis_proxy/__init__": package_only,
     }

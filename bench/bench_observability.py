@@ -53,10 +53,10 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from aegis_proxy import AegisLLMProxy, LLMTask  # noqa: E402
 from aegis_proxy.config import load_config  # noqa: E402
-from aegis_proxy.events import AttemptEvent, RequestEvent  # noqa: E402
-from aegis_proxy.logs import configure_logging  # noqa: E402
-from aegis_proxy.metrics import PrometheusObserver  # noqa: E402
-from aegis_proxy.tracing import OTelObserver  # noqa: E402
+from aegis_proxy.observe.events import AttemptEvent, RequestEvent  # noqa: E402
+from aegis_proxy.observe.logs import configure_logging  # noqa: E402
+from aegis_proxy.observe.metrics import PrometheusObserver  # noqa: E402
+from aegis_proxy.observe.tracing import OTelObserver  # noqa: E402
 from tests.fakeserver import FakeProviderServer, Fault  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Summarise the supply clause in two sentences."}]

@@ -84,9 +84,10 @@ def _ok_rows(path: Path) -> int:
 def breakdown(folder: Path, number: int) -> dict[str, float]:
     """Microseconds of the proxy's own steps, timed apart from any network call."""
     from aegis_proxy import LLMTask
-    from aegis_proxy.ledger import AttemptOutcome, AttemptStart, BudgetLimit, Ledger
-    from aegis_proxy.pii import PiiDetector
-    from aegis_proxy.request import query_hash
+    from aegis_proxy.classify.detector import PiiDetector
+    from aegis_proxy.decide.request import query_hash
+    from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, BudgetLimit
+    from aegis_proxy.settle.sqlite.ledger import Ledger
 
     proxy = c.make_proxy(c.proxy_config("http://127.0.0.1:9/v1", folder / "parts.db"), folder)
     task = LLMTask(task_type="summary")

@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from aegis_proxy.pii import PiiDetector
-from aegis_proxy.pii_patterns import card_valid, iban_valid
+from aegis_proxy.classify.checksums import card_valid, iban_valid
+from aegis_proxy.classify.detector import PiiDetector
 
 PROSE = """\
 You are a senior analyst helping our operations team. Please summarise the quarterly report \
@@ -222,8 +222,8 @@ def presidio_figures(
     """Presidio's analyzer and our NER backend on this file's texts; None if not installed."""
     if importlib.util.find_spec("presidio_analyzer") is None:
         return None
-    from aegis_proxy.pii import PiiDetector
-    from aegis_proxy.pii_ner import WINDOW, PresidioDetector, text_windows
+    from aegis_proxy.classify.detector import PiiDetector
+    from aegis_proxy.classify.ner import WINDOW, PresidioDetector, text_windows
 
     with ruler_pipeline() as model:
         engine = presidio_engine(model)

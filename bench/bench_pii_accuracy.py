@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aegis_proxy.pii import PiiDetector, PiiMatch
+from aegis_proxy.classify.detector import PiiDetector, PiiMatch
 
 LABELLED = Path(__file__).resolve().parent.parent / "tests" / "data" / "pii_labelled.jsonl"
 

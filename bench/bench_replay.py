@@ -44,10 +44,13 @@ sys.path.insert(0, str(Path(__file__).absolute().parents[1]))
 from common import machine, save_json
 
 from aegis_proxy.config import load_config
-from aegis_proxy.ledger import Ledger
-from aegis_proxy.policy import LLMTask, decide_route, restrict_to_local
-from aegis_proxy.pricing import cost_micros
-from aegis_proxy.replay import _ROWS, simulate_ledger  # the replay's own query: the floor
+from aegis_proxy.decide.rules import LLMTask, decide_route, restrict_to_local
+from aegis_proxy.reports.replay.run import (  # the replay's own query: the floor
+    _ROWS,
+    simulate_ledger,
+)
+from aegis_proxy.reserve.pricing import cost_micros
+from aegis_proxy.settle.sqlite.ledger import Ledger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -9,7 +9,7 @@ keeps idle connections 5 s) while the other variant ran. Target: proxy >= 0.85x 
 any-llm requests/s (median over the runs).
 
 A third variant, ``same_pools``, calls any-llm through the proxy's own provider client
-(``aegis_proxy.providers.ProviderClient``: the same connection pools, split over several
+(``aegis_proxy.call.client.ProviderClient``: the same connection pools, split over several
 clients under load) with no policy at all. Direct any-llm keeps the SDK's one pool, whose
 per-request cost grows with its connections; ``ratio_same_pools`` (proxy / same_pools) is
 what the policy layer itself costs at this concurrency, apart from that pool fix.

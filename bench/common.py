@@ -54,7 +54,7 @@ MAX_TOKENS = 64
 
 def configure_quiet_logging(level: str = "warning") -> None:
     """structlog as a service would set it up, filtering below ``level``."""
-    from aegis_proxy.logs import configure_logging
+    from aegis_proxy.observe.logs import configure_logging
 
     configure_logging(json_output=True, level=level)
 
@@ -225,7 +225,7 @@ def same_pools_call(proxy: Any) -> tuple[Call, Any]:
 
     Returns the call and its ``ProviderClient``, which the caller closes.
     """
-    from aegis_proxy.providers import ProviderClient
+    from aegis_proxy.call.client import ProviderClient
 
     client = ProviderClient("openai", proxy.config.providers["openai"])
     params = {"max_tokens": MAX_TOKENS}

@@ -67,7 +67,7 @@ def pii_figures(quick: bool) -> dict[str, Any]:
     """bench_pii's texts and timer, on the CPU clock (as bench_pii) and on the wall clock."""
     import bench_pii as bp
 
-    from aegis_proxy.pii import PiiDetector
+    from aegis_proxy.classify.detector import PiiDetector
 
     detector, runs = PiiDetector(), 300 if quick else 2000
     result: dict[str, Any] = {}
@@ -173,7 +173,8 @@ def _raw_pairs(path: Path, pairs: int = 5000) -> float:
 
 
 def _summary_times(path: Path, bl: Any, runs: int) -> list[float]:
-    from aegis_proxy.ledger import BudgetLimit, Ledger
+    from aegis_proxy.settle.records import BudgetLimit
+    from aegis_proxy.settle.sqlite.ledger import Ledger
 
     budgets = {name: BudgetLimit(10**9) for name in bl.PROVIDERS}
     times = []

@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).absolute().parent))
 import common as c
 
 from aegis_proxy import AegisError, AegisLLMProxy, LLMTask, NoProviderAvailableError
-from aegis_proxy.request import Attempt
+from aegis_proxy.decide.record import Attempt
 
 NOT_REACHED = ("skipped", "budget_exceeded")
 RSS_LIMIT_MB = 20.0

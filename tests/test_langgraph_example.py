@@ -16,7 +16,8 @@ pytest.importorskip(
     "langgraph", reason="LOUD: the 'langchain' extra is not installed: LangGraph tests did NOT run"
 )
 
-from aegis_proxy.local_model import LocalModelServer, ensure_gguf, llama_server_missing
+from aegis_proxy.demo.local_model import LocalModelServer
+from aegis_proxy.demo.local_model_setup import ensure_gguf, llama_server_missing
 from tests.conftest import Rig
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "langgraph_pipeline.py"

@@ -17,7 +17,7 @@ from aegis_proxy import (
     PrivacyViolationError,
     RequestValidationError,
 )
-from aegis_proxy.pii import PiiReport
+from aegis_proxy.classify.detector import PiiReport
 from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
 from tests.fakeserver import Fault, count_prompt_tokens
 

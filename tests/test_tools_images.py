@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from aegis_proxy import AegisStream, LLMTask, NoProviderAvailableError
-from aegis_proxy.pricing import IMAGE_TOKEN_BOUND
+from aegis_proxy.reserve.pricing import IMAGE_TOKEN_BOUND
 from tests.conftest import Rig
 from tests.fakeserver import FakeProviderServer, count_completion_tokens, count_prompt_tokens
 

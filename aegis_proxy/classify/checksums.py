@@ -1,0 +1,121 @@
+"""The proofs behind structured PII: checksums, numbering rules, address validity.
+
+Why it exists: a candidate pattern only says "this could be a card"; these functions
+decide. They are pure functions of a string, with no regular expression state and no
+knowledge of the text around the value, so each can be read and tested on its own, and
+``bench/bench_pii.py`` reuses ``card_valid`` and ``iban_valid`` for its naive baseline.
+
+What must always hold:
+- each function accepts exactly what its docstring says and never raises on a string its
+  candidate pattern can produce (digits only where it says digits);
+- an address that names this host (loopback 127.0.0.0/8 and ``::1``, unspecified
+  ``0.0.0.0`` and ``::``, also IPv4-mapped) is valid but is no personal data: coding
+  prompts are full of them, and counting them would keep such prompts local for nothing.
+  Private ranges (10/8, 172.16/12, 192.168/16) still count: they identify a network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from functools import lru_cache
+
+from aegis_proxy.classify.scan import digits
+
+
+# -- cards ----------------------------------------------------------------------------------
+def luhn_valid(number: str) -> bool:
+    """Whether a digit string passes the Luhn checksum."""
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        value = ord(char) - 48
+        total += (value * 2 - 9 if value > 4 else value * 2) if index % 2 else value
+    return total % 10 == 0
+
+
+def card_valid(number: str) -> bool:
+    """A payment card: 13-19 digits, a known issuer prefix and a valid Luhn sum."""
+    issuer = number[:1] in ("3", "4", "5", "6") or "2221" <= number[:4] <= "2720"
+    return 13 <= len(number) <= 19 and issuer and luhn_valid(number)
+
+
+def card_length(number: str) -> int:
+    """Length of the longest run of leading digit groups that is a valid card, else 0."""
+    for group in reversed(list(re.finditer(r"[0-9]+", number))):
+        if card_valid(digits(number[: group.end()])):
+            return group.end()
+    return 0
+
+
+# -- US SSN and phone numbers ----------------------------------------------------------------
+def ssn_valid(number: str) -> bool:
+    """The SSA rules for 9 digits: area not 000, 666 or 9xx; group not 00; serial not 0000."""
+    area, group, serial = number[:3], number[3:5], number[5:]
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def e164_length(number: str) -> int:
+    """Length of the longest run of leading digit groups holding 8-15 digits, or 0."""
+    if number.isdigit() and len(number) < 12:  # "0012345678": an ID more likely than a phone
+        return 0
+    count, length = -(2 if number.startswith("00") else 0) - number.count("(0)"), 0
+    for group in re.finditer(r"[0-9]+", number):
+        count += len(group.group())
+        if count > 15:
+            break
+        length = group.end() if count >= 8 else length
+    return length
+
+
+# -- IBAN -----------------------------------------------------------------------------------
+_IBAN_TABLE = (  # country code + IBAN length
+    "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 "
+    "DJ27 DK18 DO28 EE20 EG29 ES24 FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 "
+    "HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 LB28 LC32 LI21 LT20 LU20 LV21 LY25 "
+    "MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 PT25 QA29 "
+    "RO24 RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 "
+    "VA22 VG24 XK20 YE30"
+)
+IBAN_LENGTHS = {item[:2]: int(item[2:]) for item in _IBAN_TABLE.split()}
+"""Country code -> IBAN length, from the SWIFT IBAN registry."""
+
+
+def iban_valid(iban: str) -> bool:
+    """Whether an IBAN (spaces or dashes allowed) has its country's length and passes mod-97."""
+    iban = iban.replace(" ", "").replace("-", "").upper()
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit() or not iban.isalnum():
+        return False
+    return int("".join(str(int(char, 36)) for char in iban[4:] + iban[:4])) % 97 == 1
+
+
+# -- IP addresses -----------------------------------------------------------------------------
+def ipv4_valid(address: str) -> bool:
+    """Each octet of a dotted quad is 0-255."""
+    return all(int(octet) <= 255 for octet in address.split("."))
+
+
+def ipv4_this_host(address: str) -> bool:
+    """A dotted quad in 127.0.0.0/8 (loopback) or 0.0.0.0 (unspecified): this machine."""
+    return address.startswith("127.") or not address.strip("0.")
+
+
+@lru_cache(maxsize=1024)  # a text repeating one address costs one parse
+def ipv6_valid(token: str) -> bool:
+    """A real IPv6 address holding a digit (so not ``::``, nor ``a::b`` in C++ code)."""
+    if not any(char.isdigit() for char in token):
+        return False
+    try:
+        ipaddress.IPv6Address(token)
+    except ValueError:  # not an address: this is the validation itself, not an error
+        return False
+    return True
+
+
+@lru_cache(maxsize=1024)
+def ipv6_this_host(token: str) -> bool:
+    """A valid IPv6 address that is loopback or unspecified, also as IPv4-mapped."""
+    address = ipaddress.IPv6Address(token)
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return mapped.is_loopback or mapped.is_unspecified
+    return address.is_loopback or address.is_unspecified

@@ -1,0 +1,162 @@
+"""Load and validate the YAML config into typed objects, once.
+
+What must always hold:
+- every bad input raises ``ConfigError`` naming the file and the dotted key
+  (``providers.openai.timeout_s``, ``routing.rules[1].route[0]``), YAML syntax errors with
+  their line;
+- ``${VAR}`` (or ``${VAR:-default}``) is read from the environment; a provider whose
+  variable is unset is *unavailable* (``ProviderConfig.unavailable_reason``), not an error;
+- a paid (non-local) provider whose model has no price, neither ``price`` nor LiteLLM's
+  cost map, is a ``ConfigError``: never a silent $0;
+- API keys are ``SecretStr``: they never show in a repr, a log line or an error message.
+
+The sections' models live in ``config_providers``, ``config_routing`` and
+``config_sections``; every config name is importable from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from aegis_proxy.config.providers import (
+    PriceConfig,
+    ProviderConfig,
+    check_sdks,
+    known_sdks,
+    resolve_providers,
+)
+from aegis_proxy.config.routing import (
+    Complexity,
+    DataClassification,
+    Quality,
+    RouteEntry,
+    RoutingConfig,
+    RoutingRule,
+    RuleWhen,
+    check_routes,
+)
+from aegis_proxy.config.sections import (
+    BudgetsConfig,
+    CacheConfig,
+    DiscoveryConfig,
+    LedgerConfig,
+    PiiAction,
+    PrivacyConfig,
+    RecognizerConfig,
+    ResilienceConfig,
+    StrictModel,
+)
+from aegis_proxy.errors import ConfigError
+
+__all__ = [
+    "AegisConfig",
+    "BudgetsConfig",
+    "CacheConfig",
+    "Complexity",
+    "DataClassification",
+    "DiscoveryConfig",
+    "LedgerConfig",
+    "PiiAction",
+    "PriceConfig",
+    "PrivacyConfig",
+    "ProviderConfig",
+    "Quality",
+    "RecognizerConfig",
+    "ResilienceConfig",
+    "RouteEntry",
+    "RoutingConfig",
+    "RoutingRule",
+    "RuleWhen",
+    "known_sdks",
+    "load_config",
+]
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class AegisConfig(StrictModel):
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    routing: RoutingConfig
+    privacy: PrivacyConfig = PrivacyConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    budgets: BudgetsConfig = BudgetsConfig()
+    resilience: ResilienceConfig = ResilienceConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    cache: CacheConfig = CacheConfig()
+    source: str = "<memory>"
+
+
+def load_config(path: str | os.PathLike[str]) -> AegisConfig:
+    """Read, interpolate and validate a config file; raise ConfigError naming file and key."""
+    name = str(path)
+    raw = _read_yaml(name)
+    missing: dict[str, list[str]] = {}
+    data = _interpolate(raw, name, "", missing)
+    if not isinstance(data, dict):
+        raise ConfigError(name, "", "the top level must be a mapping")
+    data["source"] = name
+    try:
+        config = AegisConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(name, exc) from None
+    check_routes(config.routing, config.providers, name)
+    check_sdks(config.providers, name)
+    resolve_providers(config.providers, config.routing, name, missing)
+    return config
+
+
+def _read_yaml(name: str) -> Any:
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(name, "", f"cannot read file: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(name, "", f"YAML syntax error at {line}{problem}") from None
+
+
+def _interpolate(value: Any, name: str, key: str, missing: dict[str, list[str]]) -> Any:
+    """Replace ${VAR} in every string; an unset VAR under providers.<p> marks p unavailable."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, name, _join(key, str(k)), missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, name, f"{key}[{i}]", missing) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    unset = [m.group(1) for m in _ENV_PATTERN.finditer(value) if _env(m) is None]
+    if not unset:
+        return _ENV_PATTERN.sub(lambda m: _env(m) or "", value)
+    parts = key.split(".")
+    if parts[0] != "providers" or len(parts) < 3:
+        raise ConfigError(name, key, f"environment variable {unset[0]} is not set")
+    missing.setdefault(parts[1], []).extend(unset)
+    return None
+
+
+def _env(match: re.Match[str]) -> str | None:
+    return os.environ.get(match.group(1), match.group(2))
+
+
+def _join(key: str, part: str) -> str:
+    return f"{key}.{part}" if key else part
+
+
+def _config_error(name: str, exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    key = ""
+    for part in first["loc"]:
+        key = f"{key}[{part}]" if isinstance(part, int) else _join(key, str(part))
+    problem = first["msg"]
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    return ConfigError(name, key, problem)

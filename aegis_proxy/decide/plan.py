@@ -1,0 +1,81 @@
+"""Plan a request before anything leaves: validate, classify, decide the route, protect.
+
+What must always hold: a plan is made without any network call or ledger row; a malformed
+request raises ``RequestValidationError``, a request that must not go out raises
+``PrivacyViolationError`` (carrying its audit ``refusal``); a plan's ``messages`` are what
+providers receive (redacted when the decision is ``redact``) and ``local_only`` is true
+whenever they hold personal data.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from aegis_proxy.classify.detector import IMAGE
+from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
+from aegis_proxy.decide.request import has_images, query_hash, validate_messages
+from aegis_proxy.decide.rules import LLMTask, decide_route
+from aegis_proxy.errors import PrivacyViolationError
+
+if TYPE_CHECKING:
+    from aegis_proxy.classify.redaction import Redaction
+    from aegis_proxy.decide.rules import Route
+    from aegis_proxy.runtime import Runtime
+    from aegis_proxy.settle.records import PrivacyDecision
+
+log = structlog.get_logger("aegis_proxy")
+
+
+@dataclass(slots=True)
+class Plan:
+    """Everything decided before the first network call."""
+
+    messages: list[dict[str, Any]]  # as sent: redacted when the request is redacted
+    task: LLMTask
+    route: Route
+    pii_entities: dict[str, int]
+    contains_pii: bool
+    images: bool
+    query_hash: str  # of the caller's messages: the ledger keeps it instead of text
+    redaction: Redaction | None = None
+    privacy: PrivacyDecision | None = None  # None: no personal data
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def local_only(self) -> bool:
+        """Whether only local providers may receive this request's messages."""
+        return self.contains_pii and self.redaction is None
+
+
+def plan_request(rt: Runtime, messages: object, task: LLMTask | None) -> Plan:
+    """Validate, scan for PII, route and apply the privacy action, without any network call."""
+    checked = validate_messages(messages)
+    task = task or LLMTask()
+    entities = scan_request(rt, checked)
+    images = has_images(checked)
+    if images and rt.config.privacy.images == "local_only":
+        entities[IMAGE] = entities.get(IMAGE, 0) + 1
+    contains_pii = bool(entities) or task.data_classification == "pii"
+    digest = query_hash(checked)
+    route = decide_route(rt.config.routing, task, digest)
+    try:
+        protection = protect(rt, checked, task, entities, route)
+    except PrivacyViolationError as exc:
+        raise exc.with_refusal(refusal_of(exc, entities, route.rule, task, digest)) from None
+    route = protection.route
+    plan = Plan(protection.messages, task, route, entities, contains_pii, images, digest,
+                protection.redaction, protection.decision)  # fmt: skip
+    log.info(
+        "route_decided",
+        request_id=plan.request_id,
+        rule=route.rule,
+        providers=list(route.providers),
+        removed=list(route.removed),
+        contains_pii=contains_pii,
+        pii_entities=sorted(entities),
+    )
+    return plan

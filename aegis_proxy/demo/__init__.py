@@ -1,0 +1,1 @@
+"""``aegis-proxy demo`` and the real local model it runs on."""

@@ -1,0 +1,217 @@
+"""A request in flight (``Job``), one attempt of it (``Call``), and what each comes to.
+
+What must always hold:
+- a budgeted attempt reserves an upper bound of its cost: an input bound that cannot be
+  under the real token count plus ``max_tokens`` (the caller's, or the configured default,
+  which is then also *sent*, so the provider is held to it) times the output price;
+- an attempt's cost comes from the provider's usage; without usage, the tokens are
+  counted locally and the row says so (``counted``); a failed attempt costs nothing;
+- these are pure functions of the request: no network, no ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aegis_proxy.decide.record import AegisRecord
+from aegis_proxy.reserve.money import usd
+from aegis_proxy.reserve.pricing import (
+    cost_micros,
+    count_text_tokens,
+    count_tokens,
+    input_token_bound,
+)
+from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, Finished
+
+if TYPE_CHECKING:
+    from any_llm.types.completion import ChatCompletion
+
+    from aegis_proxy.call.client import ProviderClient
+    from aegis_proxy.call.resilience import CircuitBreaker
+    from aegis_proxy.config.providers import ProviderConfig
+    from aegis_proxy.decide.plan import Plan
+    from aegis_proxy.runtime import Runtime
+
+
+@dataclass(slots=True)
+class Job:
+    """A planned request on its way: parameters, deadline, record, attempt counter."""
+
+    plan: Plan
+    params: dict[str, Any]
+    record: AegisRecord
+    query_hash: str
+    stop_at: float | None
+    default_max_tokens: int
+    rt: Runtime
+    attempts: int = 0
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(
+        cls, plan: Plan, params: dict[str, Any], rt: Runtime, deadline_s: float | None
+    ) -> Job:
+        """A job for ``plan``; its deadline is ``deadline_s``, else the config's."""
+        deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
+        return cls(
+            plan=plan,
+            params=params,
+            record=AegisRecord.from_plan(plan),
+            query_hash=plan.query_hash,
+            stop_at=time.monotonic() + deadline if deadline else None,
+            default_max_tokens=rt.config.budgets.default_max_tokens,
+            rt=rt,
+        )
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.params.get("stream"))
+
+    def remaining(self) -> float | None:
+        return None if self.stop_at is None else max(0.0, self.stop_at - time.monotonic())
+
+    def sent_params(self, config: ProviderConfig) -> dict[str, Any]:
+        """The caller's parameters, with a max_tokens cap for budgeted providers."""
+        sent = {k: v for k, v in self.params.items() if k != "stream"}
+        capped = config.budgeted or self.plan.route.max_cost_micros is not None
+        if capped and not max_tokens(self.params):
+            sent["max_tokens"] = self.default_max_tokens
+        return sent
+
+    def reservation(self, config: ProviderConfig, model: str) -> int:
+        """What the ledger reserves for this attempt: its cost bound, or 0 when unbudgeted."""
+        return self.cost_bound(config, model) if config.budgeted else 0
+
+    def cost_bound(self, config: ProviderConfig, model: str) -> int:
+        """Upper bound of this attempt's cost in micro-dollars."""
+        price = config.price_of(model)
+        if price.is_free:
+            return 0
+        out_bound = max_tokens(self.params) or self.default_max_tokens
+        in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
+        return cost_micros(price, in_bound, out_bound)
+
+    def over_ceiling(self, config: ProviderConfig, model: str) -> str | None:
+        """Why this attempt's cost bound passes the rule's ``max_cost_usd``; None if it fits."""
+        ceiling = self.plan.route.max_cost_micros
+        if ceiling is None:
+            return None
+        bound = self.cost_bound(config, model)
+        if bound <= ceiling:
+            return None
+        return f"cost bound ${usd(bound)} exceeds the rule's max_cost_usd ${usd(ceiling)}"
+
+    def attempt_start(self, provider: str, model: str) -> AttemptStart:
+        task = self.plan.task
+        return AttemptStart(
+            request_id=self.plan.request_id,
+            attempt=self.attempts,
+            provider=provider,
+            model=model,
+            rule=self.plan.route.rule,
+            task_type=task.task_type,
+            quality=task.quality,
+            complexity=task.complexity,
+            batch_size=task.batch_size,
+            data_classification=task.data_classification,
+            contains_pii=self.plan.contains_pii,
+            stream=self.stream,
+            query_hash=self.query_hash,
+            user_id=task.user_id,
+            agent=task.agent,
+            tags=tuple(task.tags),
+            privacy=self.plan.privacy,
+            provider_local=self.rt.config.providers[provider].local,
+        )
+
+
+@dataclass(slots=True)
+class Call:
+    """One attempt in flight: its provider, ledger row, breaker and clock."""
+
+    client: ProviderClient
+    model: str
+    row_id: int
+    breaker: CircuitBreaker
+    breaker_state: str
+    timeout: float | None
+    started: float = field(default_factory=time.perf_counter)
+    started_at: float = field(default_factory=time.time)
+    ttft_ms: float | None = None
+
+
+@dataclass(slots=True)
+class CacheHit(Call):
+    """An attempt served from the response cache: no provider call, no cost."""
+
+    answer: ChatCompletion | None = None
+
+
+def outcome_of(job: Job, call: Call, finished: Finished) -> AttemptOutcome:
+    """The settled outcome: real tokens from usage, else counted from ``finished.text``.
+
+    A cached answer reuses the provider's usage, costs nothing and says so.
+    """
+    text = finished.text
+    tokens = usage_tokens(finished.usage)
+    counted = tokens is None and text is not None
+    if tokens is None:
+        tokens = (0, 0, 0, 0)
+        if text is not None:
+            tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
+    hit = isinstance(call, CacheHit)
+    price = call.client.config.price_of(call.model)
+    return AttemptOutcome(
+        status=finished.status,
+        latency_ms=(time.perf_counter() - call.started) * 1000,
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+        cached_input_tokens=tokens[2],
+        reasoning_tokens=tokens[3],
+        cost_micros=0 if hit else cost_micros(price, tokens[0], tokens[1], tokens[2]),
+        counted=counted,
+        error_type=finished.error_type,
+        ttft_ms=call.ttft_ms,
+        cache_hit=hit,
+    )
+
+
+def record_success(record: AegisRecord, call: Call, outcome: AttemptOutcome) -> None:
+    record.provider = call.client.name
+    record.model = call.model
+    record.cost_usd = usd(outcome.cost_micros)
+    record.input_tokens = outcome.input_tokens
+    record.output_tokens = outcome.output_tokens
+    record.tokens_counted = outcome.counted
+
+
+def max_tokens(params: dict[str, Any]) -> int | None:
+    value = params.get("max_tokens") or params.get("max_completion_tokens")
+    return int(value) if value else None
+
+
+def usage_tokens(usage: Any) -> tuple[int, int, int, int] | None:
+    """(input, output, cached input, reasoning) from an OpenAI-style usage, or None."""
+    if usage is None:
+        return None
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
+    if not prompt and not completion:  # any-llm's Ollama answers zeros when counts are absent
+        return None
+    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None)
+    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
+    return int(prompt or 0), int(completion or 0), int(cached or 0), int(reasoning or 0)
+
+
+def response_text(message: Any) -> str:
+    """All text a response message carries (content and tool-call arguments), for counting."""
+    if message is None:
+        return ""
+    parts = [getattr(message, "content", None) or ""]
+    for call in getattr(message, "tool_calls", None) or []:
+        function = getattr(call, "function", None)
+        parts.append(getattr(function, "name", "") or "")
+        parts.append(getattr(function, "arguments", "") or "")
+    return "".join(parts)

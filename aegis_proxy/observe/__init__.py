@@ -1,0 +1,1 @@
+"""What the proxy tells the outside: observer events, logs, Prometheus metrics, traces."""

@@ -1,0 +1,132 @@
+"""The monthly summary and the export, rendered: pure functions the CLI prints.
+
+``aegis-proxy report`` must start and finish within a second, so this module imports only
+the standard library (no SDK, tokenizer or pydantic). What must always hold:
+
+- money is integer micro-dollars and ``Decimal``; it is rounded only for display;
+- a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
+  from its warn share on; the projection is linear in the elapsed part of the month;
+- the cache hit ratio is hits / attempts served ('ok', hits included); none without any;
+- exports stream row by row to a text file: a month may hold millions of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from decimal import Decimal
+from typing import TYPE_CHECKING, Literal, TextIO
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from aegis_proxy.settle.summary import ProviderMonth
+
+_TABLE_COLUMNS = (
+    "provider", "month", "requests", "errors", "cache hit %", "tokens in", "tokens out",
+    "spend $", "budget $", "used %", "projected $", "flag",
+)  # fmt: skip
+_LEFT_ALIGNED = frozenset({"provider", "month", "flag"})
+
+
+def render_summary(
+    rows: Sequence[ProviderMonth], fmt: Literal["table", "json", "csv"] = "table"
+) -> str:
+    """The summary as an aligned table, a JSON array, or CSV with the ``to_dict`` columns."""
+    if fmt == "json":
+        return json.dumps([row.to_dict() for row in rows], indent=2)
+    if fmt == "csv":
+        return _summary_csv(rows)
+    if fmt == "table":
+        return _summary_table(rows)
+    raise ValueError(f"unknown summary format: {fmt!r}")
+
+
+def render_export(rows: Iterable[Mapping[str, object]], fmt: Literal["csv", "json"]) -> str:
+    """Ledger rows as CSV or a JSON array, in one string (see ``write_export`` to stream)."""
+    out = io.StringIO()
+    write_export(rows, fmt, out)
+    return out.getvalue()
+
+
+def write_export(
+    rows: Iterable[Mapping[str, object]], fmt: Literal["csv", "json"], out: TextIO
+) -> int:
+    """Stream ledger rows to ``out`` as CSV (header from the columns) or a JSON array."""
+    if fmt == "csv":
+        return _export_csv(rows, out)
+    if fmt == "json":
+        return _export_json(rows, out)
+    raise ValueError(f"unknown export format: {fmt!r}")
+
+
+def _summary_table(rows: Sequence[ProviderMonth]) -> str:
+    lines = [_TABLE_COLUMNS, *(_table_cells(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(_TABLE_COLUMNS))]
+    return "\n".join(_table_line(line, widths) for line in lines)
+
+
+def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    aligned = (
+        cell.ljust(width) if column in _LEFT_ALIGNED else cell.rjust(width)
+        for cell, width, column in zip(cells, widths, _TABLE_COLUMNS, strict=True)
+    )
+    return "  ".join(aligned).rstrip()
+
+
+def _table_cells(row: ProviderMonth) -> tuple[str, ...]:
+    share = row.share_used
+    budget = row.budget_usd
+    hits = row.hit_ratio
+    return (
+        row.provider,
+        row.month,
+        f"{row.requests:,}",
+        f"{row.errors:,}",
+        "-" if hits is None else f"{hits:.1%}",
+        f"{row.input_tokens:,}",
+        f"{row.output_tokens:,}",
+        _money(row.spend_usd),
+        "-" if budget is None else _money(budget),
+        "-" if share is None else f"{share:.1%}",
+        _money(row.projected_usd),
+        row.flag,
+    )
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount:,.4f}"
+
+
+def _summary_csv(rows: Sequence[ProviderMonth]) -> str:
+    out = io.StringIO()
+    dicts = [row.to_dict() for row in rows]
+    if dicts:
+        writer = csv.DictWriter(out, fieldnames=list(dicts[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dicts)
+    return out.getvalue()
+
+
+def _export_csv(rows: Iterable[Mapping[str, object]], out: TextIO) -> int:
+    count = 0
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def _export_json(rows: Iterable[Mapping[str, object]], out: TextIO) -> int:
+    count = 0
+    out.write("[")
+    for row in rows:
+        out.write(",\n" if count else "\n")
+        out.write(json.dumps(row, default=str))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count
