@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
+from aegis_proxy.errors import ProviderCallError, ProviderConnectionError, ProviderTimeoutError
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart
 from aegis_proxy.pricing import cost_micros, count_text_tokens, count_tokens, input_token_bound
 from aegis_proxy.request import AegisRecord, usage_tokens
@@ -119,6 +121,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     ttft_ms: float | None = None
+    problem: str | None = None
+    """What went wrong, in words, when the attempt failed (no content, no key)."""
 
 
 @dataclass(slots=True)
@@ -170,3 +174,17 @@ def record_success(record: AegisRecord, call: Call, outcome: AttemptOutcome) -> 
 def max_tokens(params: dict[str, Any]) -> int | None:
     value = params.get("max_tokens") or params.get("max_completion_tokens")
     return int(value) if value else None
+
+
+def failure_text(exc: ProviderCallError, api_base: str | None) -> str:
+    """What a failed attempt met, in words: ``connection refused at http://host:port/v1``.
+
+    A connection or timeout names the server (its address only: no user, password or
+    query string); an HTTP failure names its status.
+    """
+    code = f" (HTTP {exc.status_code})" if exc.status_code is not None else ""
+    if api_base and isinstance(exc, ProviderConnectionError | ProviderTimeoutError):
+        parts = urlsplit(api_base)
+        host = parts.netloc.rpartition("@")[2]
+        return f"{exc.problem}{code} at {urlunsplit((parts.scheme, host, parts.path, '', ''))}"
+    return f"{exc.problem}{code}"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from aegis_proxy.logs import get_logger
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig, CacheConfig
     from aegis_proxy.providers import ProviderClient
 
-log = structlog.get_logger("aegis_proxy.cache")
+log = get_logger("aegis_proxy.cache")
 
 DEFAULT_FILE = "response_cache.db"
 _SQLITE_URL = "sqlite:///"

@@ -12,10 +12,9 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from aegis_proxy.errors import PrivacyViolationError
 from aegis_proxy.ledger_base import PrivacyDecision, PrivacyRefusal
+from aegis_proxy.logs import get_logger
 from aegis_proxy.policy import restrict_to_local
 from aegis_proxy.redaction import Redaction
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from aegis_proxy.policy import LLMTask, Route
     from aegis_proxy.runtime import Runtime
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 DETECTION_FAILED = "DETECTION_FAILED"
 IMAGE = "IMAGE"  # an image part: unscannable, so personal data unless images: allow_cloud

@@ -11,7 +11,7 @@ once, when a proxy starts. What must always hold:
 - ``check_local_models`` in ``fail`` mode raises ``ConfigError`` naming the config key of
   the missing model (``providers.local_ollama.model``, ``routing.rules[0].route[1].model``)
   or of the server (``providers.local_ollama.api_base``) when it cannot be reached; in
-  ``warn`` mode it logs the same as a structlog warning and returns;
+  ``warn`` mode it logs the same as a warning and returns;
 - an Ollama name without a tag means ``:latest``, as Ollama itself reads it.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-import structlog
 
 from aegis_proxy.errors import ConfigError
+from aegis_proxy.logs import get_logger
 
 if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig, ProviderConfig
@@ -34,7 +34,7 @@ CheckMode = Literal["off", "warn", "fail"]
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 DEFAULT_TIMEOUT_S = 2.0
 
-log = structlog.get_logger("aegis_proxy.discovery")
+log = get_logger("aegis_proxy.discovery")
 
 
 @dataclass(frozen=True, slots=True)

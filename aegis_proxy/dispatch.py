@@ -24,13 +24,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import structlog
-
 from aegis_proxy import errors
-from aegis_proxy.attempts import CacheHit, Call, Job, outcome_of, record_success
+from aegis_proxy.attempts import CacheHit, Call, Job, failure_text, outcome_of, record_success
 from aegis_proxy.cache import ResponseCache, cache_ttl, cached_answer, store_answer
 from aegis_proxy.events import AttemptEvent, Observer, RequestEvent, emit
 from aegis_proxy.ledger import AttemptOutcome, AttemptStart, BudgetLimit, LedgerBackend
+from aegis_proxy.logs import get_logger
 from aegis_proxy.redaction import ChunkRestorer, restore_message
 from aegis_proxy.request import Attempt, has_remote_images, ollama_cannot_honour, response_text
 from aegis_proxy.resilience import should_retry
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
     from aegis_proxy.providers import ProviderClient
     from aegis_proxy.resilience import CircuitBreaker
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -245,6 +244,7 @@ class AttemptLoop:
     async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
         if not isinstance(exc, errors.ProviderCallError):
             exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
+        call.problem = failure_text(exc, call.client.config.api_base)
         await self._asettle(job, call, "error", None, None, exc.kind)
         return exc
 
@@ -288,6 +288,7 @@ class AttemptLoop:
             model=call.model,
             outcome="cache_hit" if hit and status == "ok" else status,
             error_type=error_type,
+            reason=call.problem if status == "error" else None,
             latency_ms=round(outcome.latency_ms, 3),
             breaker=call.breaker_state,
         )

@@ -74,12 +74,17 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SQLITE_SCHEME = "sqlite:///"
 
 
-def open_ledger(url_or_path: str | os.PathLike[str], **options: Any) -> LedgerBackend:
+def open_ledger(
+    url_or_path: str | os.PathLike[str], *, read_only: bool = False, **options: Any
+) -> LedgerBackend:
     """The ledger at ``sqlite:///path``, ``postgresql://...`` or a plain file path.
 
     ``options`` go to the backend (``reservation_ttl_s``, ``busy_timeout_s``; PostgreSQL
     also takes ``max_queued_rows``, ``retry_interval_s``, ...). The PostgreSQL driver is
-    imported only when a PostgreSQL URL is given.
+    imported only when a PostgreSQL URL is given. ``read_only`` (reports, exports, audits)
+    opens an existing SQLite file with ``mode=ro``: a missing file or one that is not an
+    up-to-date ledger is a ``LedgerError``, and nothing is created or migrated.
+    PostgreSQL has no such mode here: its tables are created if missing, as always.
     """
     target = os.fspath(url_or_path)
     if target.startswith(_POSTGRES_SCHEMES):
@@ -92,7 +97,7 @@ def open_ledger(url_or_path: str | os.PathLike[str], **options: Any) -> LedgerBa
         raise ValueError(f"ledger URL must be sqlite:///PATH or postgresql://...: {target!r}")
     if not target:
         raise ValueError("a SQLite ledger needs a file path: sqlite:///PATH")
-    return Ledger(target, **options)
+    return Ledger(target, read_only=read_only, **options)
 
 
 class Ledger:
@@ -109,6 +114,7 @@ class Ledger:
         *,
         reservation_ttl_s: float = 900.0,
         busy_timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         if reservation_ttl_s <= 0 or busy_timeout_s < 0:
             raise ValueError("reservation_ttl_s must be > 0 and busy_timeout_s >= 0")
@@ -118,9 +124,12 @@ class Ledger:
         self._host = host_identity()
         self._budgets: dict[str, BudgetLimit] = {}
         self._next_pid_sweep = 0.0
-        self._db = SQLiteConnection(self.path, busy_timeout_s)
+        self._db = SQLiteConnection(self.path, busy_timeout_s, read_only=read_only)
         try:
-            self._db.write("open", self._migrate_and_sweep)
+            if read_only:
+                self._db.read("open", self._check_schema)
+            else:
+                self._db.write("open", self._migrate_and_sweep)
         except BaseException:
             self.close()
             raise
@@ -262,6 +271,18 @@ class Ledger:
     def _migrate_and_sweep(self, conn: sqlite3.Connection) -> None:
         apply_migrations(conn, iso(utc(None)))
         self._sweep_dead_pids(conn)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> list[str]:
+        """The migrations the file lacks: none, or ``LedgerError`` (a read-only open)."""
+        try:
+            done = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError:
+            raise LedgerError("open", f"{self.path} is not an aegis_proxy ledger") from None
+        missing = [name for name, _ in sql.MIGRATIONS if name not in done]
+        if missing:
+            problem = f"{self.path} predates migration {missing[0]}: open it once with the proxy"
+            raise LedgerError("open", problem)
+        return missing
 
     def _expire_stale(self, conn: sqlite3.Connection, provider: str, unix: float) -> None:
         rows = conn.execute(sql.STALE, (unix, provider)).fetchall()

@@ -33,7 +33,6 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-import structlog
 from psycopg import IsolationLevel
 
 from aegis_proxy import _pg_rows as rows
@@ -55,6 +54,7 @@ from aegis_proxy.ledger_base import (
     refusal_params,
     utc,
 )
+from aegis_proxy.logs import get_logger
 from aegis_proxy.reports import ProviderMonth, UsageRow, check_month
 from aegis_proxy.spool import Entry, Spool
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 T = TypeVar("T")
-_log = structlog.get_logger("aegis_proxy.ledger")
+_log = get_logger("aegis_proxy.ledger")
 
 
 class PostgresLedger:

@@ -31,16 +31,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from aegis_proxy.errors import ConfigError
+from aegis_proxy.logs import get_logger
 from aegis_proxy.pii import PiiDetector, PiiMatch, PiiReport, iter_strings
 from aegis_proxy.pii_walk import SKIPPED_KEYS, without_base64_payload
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 NER_ENTITIES = ("PERSON", "LOCATION")
 SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")

@@ -13,10 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from aegis_proxy.classify import IMAGE, protect, refusal_of, scan_request
 from aegis_proxy.errors import PrivacyViolationError
+from aegis_proxy.logs import get_logger
 from aegis_proxy.policy import LLMTask, decide_route
 from aegis_proxy.request import has_images, query_hash, validate_messages
 
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
     from aegis_proxy.redaction import Redaction
     from aegis_proxy.runtime import Runtime
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 
 @dataclass(slots=True)

@@ -27,8 +27,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import structlog
-
 from aegis_proxy import errors
 from aegis_proxy.attempts import Job
 from aegis_proxy.cache import (
@@ -42,6 +40,7 @@ from aegis_proxy.ledger import (
     LedgerBackend,
     open_ledger,
 )
+from aegis_proxy.logs import get_logger
 from aegis_proxy.planning import Plan, plan_request
 from aegis_proxy.policy import LLMTask
 from aegis_proxy.providers import ProviderClient
@@ -58,7 +57,7 @@ if TYPE_CHECKING:
 
     from any_llm.types.completion import ChatCompletion
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,13 +14,12 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from aegis_proxy.budget import budget_limits
 from aegis_proxy.classify import DETECTION_FAILED, IMAGE
 from aegis_proxy.config import load_config
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.ledger import BudgetLimit
+from aegis_proxy.logs import get_logger
 from aegis_proxy.pii import ENTITY_TYPES, PiiDetector, Recognizer
 from aegis_proxy.providers import ProviderClient
 from aegis_proxy.resilience import CircuitBreaker, RetryPolicy
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from aegis_proxy.pii import PiiMatch, PiiReport
 
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 
 class PiiScanner(Protocol):
