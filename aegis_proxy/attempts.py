@@ -144,7 +144,8 @@ def outcome_of(
     if tokens is None:
         tokens = (0, 0, 0, 0)
         if text is not None:
-            tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
+            counted_in = count_tokens(job.plan.messages, job.params.get("tools"))
+            tokens = (counted_in, count_text_tokens(text), 0, 0)
     hit = isinstance(call, CacheHit)
     price = call.client.config.price_of(call.model)
     return AttemptOutcome(

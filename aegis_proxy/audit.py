@@ -153,8 +153,10 @@ def _rows(title: str, rows: Iterable[Row], columns: tuple[str, ...]) -> list[str
     if not cells:
         return []
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    body = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
+    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+    body = [
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
     return [f"{title}:", header, *body]
 
 

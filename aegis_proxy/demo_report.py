@@ -115,7 +115,7 @@ def passed_over(record: AegisRecord) -> list[tuple[str, str]]:
     The routing table's "passed over" column shows the labels, and the "why" lines
     repeat each label with its reason, so the two always name the same providers.
     """
-    passed = [(f"{name} (personal data)", "not local: kept off the route")
+    passed = [(f"{name} (personal data)", "kept away: not a local provider")
               for name in record.removed_providers]  # fmt: skip
     for a in record.attempts:
         if a.outcome not in ("ok", "cache_hit"):
@@ -135,9 +135,6 @@ def _reasons(records: list[AegisRecord]) -> list[str]:
     found: dict[str, str] = {}
     for record in records:
         found.setdefault(record.reason, record.reason)
-        if record.removed_providers:
-            kept = f"kept away from: {', '.join(record.removed_providers)}"
-            found.setdefault(kept, kept)
         for label, why in passed_over(record):
             found.setdefault(label, f"{label}: {why}")
         if record.tokens_counted:

@@ -178,7 +178,8 @@ def _raise_or_warn(
     if mode == "fail":
         raise ConfigError(config.source, key, problem)
     event = "local_model_missing" if extra else "local_server_unreachable"
-    log.warning(event, provider=server.provider, key=key, url=server.url,
+    # the config key as `config_entry`: a field named `key` is dropped by the log filter
+    log.warning(event, provider=server.provider, config_entry=key, url=server.url,
                 error=server.error, **extra)  # fmt: skip
 
 

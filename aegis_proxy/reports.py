@@ -130,6 +130,7 @@ class ProviderMonth:
         data["projected_usd"] = float(self.projected_usd)
         data["share_used"] = self.share_used
         data["warn"] = self.warn
+        data["projected_over"] = self.projected_over
         data["flag"] = self.flag
         data["hit_ratio"] = self.hit_ratio
         return data

@@ -88,7 +88,7 @@ def reload_runtime(old: Runtime, detector: PiiScanner | None = None) -> Runtime 
         config = load_config(source)
         runtime = build_runtime(config, old, detector)
     except ConfigError as exc:
-        log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
+        log.error("config_reload_failed", path=exc.path, config_entry=exc.key, problem=exc.problem)
         return None
     if config.ledger != old.config.ledger:
         log.warning("config_reload_ledger_change_ignored")

@@ -208,3 +208,39 @@ def test_report_shows_no_cache_ratio_when_caching_is_off(
     row = next(line for line in table if line.startswith("local "))
     assert row.split()[4] == "-"
     assert "0.0%" not in row
+
+
+def test_simulate_table_columns_align(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each number ends under its header's end; the refusal time starts under its header."""
+    example = Path(__file__).resolve().parent.parent
+    config = tmp_path / "tiny.yaml"
+    text = (example / "config" / "aegis.yaml").read_text()
+    config.write_text(text.replace("monthly_budget_usd: 80", "monthly_budget_usd: 0.01"))
+    workload = str(example / "examples" / "workload.jsonl")
+    args = ["simulate", "--config", str(config), "--workload", workload, "--assume-available"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("provider"))
+    table = lines[lines.index(header) + 1 : lines.index(header) + 4]
+    openai = next(line for line in table if line.startswith("openai"))
+    first = header.index("first refusal")
+    assert openai[first : first + 4] == "2026"
+    for name in ("budget $", "projected req", "projected $", "used %", "refusals"):
+        end = header.index(name) + len(name)
+        for line in table:
+            assert line[end - 1] != " ", (name, line)
+            assert line[end : end + 1] in ("", " "), (name, line)
+
+
+def test_simulate_names_assume_available_when_it_treats_providers_as_down(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Providers without keys are named as unavailable, with the flag that counts them up."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    root = Path(__file__).resolve().parent.parent
+    workload = str(root / "examples" / "workload.jsonl")
+    config = str(root / "config" / "aegis.yaml")
+    assert main(["simulate", "--config", config, "--workload", workload]) == 0
+    out = capsys.readouterr().out
+    assert "openai treated as unavailable: environment variable OPENAI_API_KEY is not set" in out
+    assert "(--assume-available counts every provider as up)" in out

@@ -73,7 +73,8 @@ def test_demo_keeps_personal_data_local_and_says_why(
     first = ledger_rows(ledger)[0]
     assert (first["provider"], first["contains_pii"]) == ("local_model", 1)
     assert "personal data (EMAIL, PHONE): local providers only" in output
-    assert "kept away from: openai, ollama_cloud" in output
+    assert "1. openai (personal data): kept away: not a local provider" in output
+    assert "1. ollama_cloud (personal data): kept away: not a local provider" in output
     assert first["privacy_action"] == "route_local"
     assert "proof: no row with contains_pii = 1 reached a non-local provider" in output
 

@@ -106,14 +106,14 @@ def test_missing_route_model_fails_naming_the_route_entry(rig: Rig) -> None:
 
 
 def test_warn_mode_logs_and_returns(rig: Rig) -> None:
-    """warn mode logs local_model_missing with the key and does not raise."""
+    """warn mode logs local_model_missing with the config entry and does not raise."""
     rig.local.models = ["qwen2.5:7b"]
     with capture_events() as logs:
         [server] = check_local_models(config_of(rig), "warn")
     assert server.missing == (("llama3.2:3b", "providers.local_ollama.model"),)
     [event] = [e for e in logs if e["event"] == "local_model_missing"]
     assert event["log_level"] == "warning"
-    assert event["key"] == "providers.local_ollama.model"
+    assert event["config_entry"] == "providers.local_ollama.model"
     assert event["model"] == "llama3.2:3b"
 
 

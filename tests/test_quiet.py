@@ -76,3 +76,21 @@ def test_the_filter_holds_under_the_applications_own_logging(rig: Rig) -> None:
     assert {"route_decided", "provider_attempt", "request_failed"} <= events
     for needle in ("SECRETPROMPT", "SECRETREPLY", OPENAI_KEY, CHEAP_KEY):
         assert needle not in "\n".join(ours), needle
+
+
+def test_no_field_the_library_logs_is_dropped_by_its_own_filter() -> None:
+    """Each keyword of each log call in aegis_proxy survives the filter with a text value."""
+    import ast
+    from pathlib import Path
+
+    import aegis_proxy
+    from aegis_proxy.logs import is_sensitive
+
+    methods = {"debug", "info", "warning", "error", "exception"}
+    dropped = []
+    for path in Path(aegis_proxy.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in methods:
+                names = [kw.arg for kw in node.keywords if kw.arg]
+                dropped += [f"{path.name}:{node.lineno} {n}" for n in names if is_sensitive(n, "x")]
+    assert dropped == []
