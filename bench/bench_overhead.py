@@ -2,9 +2,10 @@
 
 Run: ``python bench/bench_overhead.py [--quick] [--profile] [--peer] [--log-level L]``.
 Logging is left unconfigured by default, as an application that imports the library gets
-it (events below WARNING are dropped at the logger); ``--log-level`` configures ours. Sequential requests
-to one fast loopback server (``fast_server.py``, a separate process), the variants
-alternating in a rotating order so drift (other load, CPU frequency) hits all of them alike.
+it (events below WARNING are dropped at the logger); ``--log-level`` configures ours.
+Sequential requests to one fast loopback server (``fast_server.py``, a separate process),
+the variants alternating in a rotating order so drift (other load, CPU frequency) hits
+all of them alike.
 Targets: added p50 (proxy - direct) <= 0.3 ms, added p99 <= 1 ms, proxy/direct at p50 <=
 1.10. ``--peer`` measures LiteLLM's ``Router.acompletion`` against direct any-llm instead,
 in a process of its own (see ``common.contender_calls``).
