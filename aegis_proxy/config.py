@@ -20,7 +20,8 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError
@@ -179,7 +180,7 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
     model: Any = AegisConfig
     for part in loc[:-1]:
         model = _inner(model, part)
-    fields = getattr(model, "model_fields", None)
+    fields = getattr(_unwrapped(model), "model_fields", None)
     if not isinstance(fields, dict):
         return ""
     known = [field.alias or key for key, field in fields.items() if key != "source"]
@@ -189,14 +190,22 @@ def _did_you_mean(loc: tuple[int | str, ...]) -> str:
 
 def _inner(annotation: Any, part: int | str) -> Any:
     """The type found one step (``part``) inside a value of type ``annotation``."""
+    annotation = _unwrapped(annotation)
     fields = getattr(annotation, "model_fields", None)
     if isinstance(fields, dict):
         field = fields.get(str(part))
         return field.annotation if field is not None else None
-    args = [arg for arg in get_args(annotation) if arg is not type(None)]
+    args = get_args(annotation)
     if get_origin(annotation) is dict and len(args) == 2:
         return args[1]
     if get_origin(annotation) is list and args:
         return args[0]
-    models = [arg for arg in args if hasattr(arg, "model_fields")]
-    return _inner(models[0], part) if len(models) == 1 else None
+    return None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``Model`` for ``Model | None``; anything else as it is."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return annotation
+    models = [arg for arg in get_args(annotation) if hasattr(arg, "model_fields")]
+    return models[0] if len(models) == 1 else annotation

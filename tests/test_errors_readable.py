@@ -88,6 +88,9 @@ BASE: dict[str, Any] = {
 }
 
 
+TYPO_PRICE = {"input_per_mtok": 0, "output_per_mtok": 0, "input_per_mtk": 0}
+
+
 @pytest.mark.parametrize(
     ("change", "key", "suggestion"),
     [
@@ -103,6 +106,9 @@ BASE: dict[str, Any] = {
                                  "route": ["local_ollama"]}]}},
          "routing.rules[0].when.qualty", "quality"),
         ({"budget": {}}, "budget", "budgets"),
+        ({"providers": {"local_ollama": {"sdk": "ollama", "model": "m", "local": True,
+                                         "price": TYPO_PRICE}}},
+         "providers.local_ollama.price.input_per_mtk", "input_per_mtok"),
     ],
 )  # fmt: skip
 def test_unknown_config_key_suggests_the_closest(
