@@ -94,3 +94,21 @@ def test_no_field_the_library_logs_is_dropped_by_its_own_filter() -> None:
                 names = [kw.arg for kw in node.keywords if kw.arg]
                 dropped += [f"{path.name}:{node.lineno} {n}" for n in names if is_sensitive(n, "x")]
     assert dropped == []
+
+
+def test_an_exception_event_carries_its_traceback_masked() -> None:
+    """log.exception renders the traceback as text with key-shaped strings masked."""
+    from aegis_proxy.logs import get_logger
+    from tests.logcapture import capture_events
+
+    with capture_events() as events:
+        try:
+            raise RuntimeError("upstream said: bad key sk-abcdefgh12345678")
+        except RuntimeError:
+            get_logger("aegis_proxy.test").exception("call_failed", provider="openai")
+    [event] = events
+    assert (event["event"], event["log_level"], event["provider"]) == (
+        "call_failed", "error", "openai",
+    )  # fmt: skip
+    assert "RuntimeError: upstream said: bad key [REDACTED]" in event["exception"]
+    assert "sk-abcdefgh" not in repr(events)
