@@ -24,16 +24,23 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from aegis_proxy import errors
 from aegis_proxy.call.cache import ResponseCache, cache_ttl, cached_answer, store_answer
 from aegis_proxy.call.resilience import should_retry
 from aegis_proxy.call.streaming import AegisStream, open_first_chunk
 from aegis_proxy.classify.redaction import ChunkRestorer, restore_message
 from aegis_proxy.decide.record import Attempt, Outcome
-from aegis_proxy.job import CacheHit, Call, Job, outcome_of, record_success, response_text
+from aegis_proxy.job import (
+    CacheHit,
+    Call,
+    Job,
+    failure_text,
+    outcome_of,
+    record_success,
+    response_text,
+)
 from aegis_proxy.observe.events import AttemptEvent, Observer, RequestEvent, emit
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle.backend import LedgerBackend
 from aegis_proxy.settle.records import (
     CANCELLED,
@@ -50,7 +57,7 @@ if TYPE_CHECKING:
     from aegis_proxy.call.resilience import CircuitBreaker
     from aegis_proxy.config.routing import RouteEntry
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -238,6 +245,7 @@ class AttemptLoop:
     async def _failed(self, job: Job, call: Call, exc: BaseException) -> errors.ProviderCallError:
         if not isinstance(exc, errors.ProviderCallError):
             exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
+        call.problem = failure_text(exc, call.client.config.api_base)
         await self._asettle(job, call, Finished("error", error_type=exc.kind))
         return exc
 
@@ -276,6 +284,7 @@ class AttemptLoop:
             model=call.model,
             outcome="cache_hit" if hit and status == "ok" else status,
             error_type=outcome.error_type,
+            reason=call.problem if status == "error" else None,
             latency_ms=round(outcome.latency_ms, 3),
             breaker=call.breaker_state,
         )

@@ -208,12 +208,36 @@ class ProviderRejectedError(ProviderCallError):
 
 
 class NoProviderAvailableError(AegisError):
-    """Every candidate of the route was skipped or failed; ``attempts`` says why for each."""
+    """Every candidate of the route was skipped or failed; ``attempts`` says why for each.
+
+    Its text is one line per attempt: provider, model and what happened to it.
+    """
 
     def __init__(self, rule: str, attempts: Sequence[object]) -> None:
         self.rule = rule
         self.attempts = tuple(attempts)
-        super().__init__(f"no provider could serve the request (rule {rule}): {self.attempts}")
+        lines = [f"  - {describe_attempt(attempt)}" for attempt in self.attempts]
+        head = f"no provider could serve the request (rule {rule})"
+        super().__init__("\n".join([f"{head}:", *lines]) if lines else f"{head}: empty route")
+
+
+_OUTCOME_WORDS = {
+    "error": "failed",
+    "skipped": "skipped",
+    "budget_exceeded": "over budget",
+    "ledger_unavailable": "ledger unavailable",
+    "cancelled": "cancelled",
+}
+
+
+def describe_attempt(attempt: object) -> str:
+    """``provider (model): what happened``, from an ``Attempt``'s fields."""
+    provider = getattr(attempt, "provider", "?")
+    model = getattr(attempt, "model", "?")
+    outcome = str(getattr(attempt, "outcome", "?"))
+    detail = getattr(attempt, "reason", None) or getattr(attempt, "error_type", None)
+    happened = _OUTCOME_WORDS.get(outcome, outcome)
+    return f"{provider} ({model}): {happened}" + (f": {detail}" if detail else "")
 
 
 _KIND_NAMES: dict[type[ProviderCallError], str] = {

@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from aegis_proxy.decide.record import AegisRecord
+from aegis_proxy.errors import ProviderCallError, ProviderConnectionError, ProviderTimeoutError
 from aegis_proxy.reserve.money import usd
 from aegis_proxy.reserve.pricing import (
     cost_micros,
@@ -140,6 +142,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     started_at: float = field(default_factory=time.time)
     ttft_ms: float | None = None
+    problem: str | None = None
+    """What went wrong, in words, when the attempt failed (no content, no key)."""
 
 
 @dataclass(slots=True)
@@ -160,7 +164,8 @@ def outcome_of(job: Job, call: Call, finished: Finished) -> AttemptOutcome:
     if tokens is None:
         tokens = (0, 0, 0, 0)
         if text is not None:
-            tokens = (count_tokens(job.plan.messages), count_text_tokens(text), 0, 0)
+            counted_in = count_tokens(job.plan.messages, job.params.get("tools"))
+            tokens = (counted_in, count_text_tokens(text), 0, 0)
     hit = isinstance(call, CacheHit)
     price = call.client.config.price_of(call.model)
     return AttemptOutcome(
@@ -215,3 +220,17 @@ def response_text(message: Any) -> str:
         parts.append(getattr(function, "name", "") or "")
         parts.append(getattr(function, "arguments", "") or "")
     return "".join(parts)
+
+
+def failure_text(exc: ProviderCallError, api_base: str | None) -> str:
+    """What a failed attempt met, in words: ``connection refused at http://host:port/v1``.
+
+    A connection or timeout names the server (its address only: no user, password or
+    query string); an HTTP failure names its status.
+    """
+    code = f" (HTTP {exc.status_code})" if exc.status_code is not None else ""
+    if api_base and isinstance(exc, ProviderConnectionError | ProviderTimeoutError):
+        parts = urlsplit(api_base)
+        host = parts.netloc.rpartition("@")[2]
+        return f"{exc.problem}{code} at {urlunsplit((parts.scheme, host, parts.path, '', ''))}"
+    return f"{exc.problem}{code}"

@@ -26,8 +26,6 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-import structlog
-
 from aegis_proxy import errors
 from aegis_proxy.attempts import AttemptLoop
 from aegis_proxy.call.cache import (
@@ -39,10 +37,13 @@ from aegis_proxy.call.resilience import CircuitBreaker
 from aegis_proxy.call.streaming import AegisStream
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.decide.plan import Plan, plan_request
-from aegis_proxy.decide.request import validate_params
+from aegis_proxy.decide.request import (
+    validate_params,
+)
 from aegis_proxy.decide.rules import LLMTask
 from aegis_proxy.job import Job
 from aegis_proxy.observe.events import Observer
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.runtime import PiiScanner, build_runtime, reload_runtime, watch_file
 from aegis_proxy.settle.backend import LedgerBackend
 from aegis_proxy.settle.open import open_ledger
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
     from any_llm.types.completion import ChatCompletion
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")

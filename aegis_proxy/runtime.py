@@ -14,14 +14,13 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from aegis_proxy.call.client import ProviderClient
 from aegis_proxy.call.resilience import CircuitBreaker, RetryPolicy
 from aegis_proxy.classify.custom import Recognizer
 from aegis_proxy.classify.detector import DETECTION_FAILED, ENTITY_TYPES, IMAGE, PiiDetector
 from aegis_proxy.config import load_config
 from aegis_proxy.errors import ConfigError
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle.budget import budget_limits
 from aegis_proxy.settle.records import BudgetLimit
 
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig
 
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 
 class PiiScanner(Protocol):
@@ -89,7 +88,7 @@ def reload_runtime(old: Runtime, detector: PiiScanner | None = None) -> Runtime 
         config = load_config(source)
         runtime = build_runtime(config, old, detector)
     except ConfigError as exc:
-        log.error("config_reload_failed", path=exc.path, key=exc.key, problem=exc.problem)
+        log.error("config_reload_failed", path=exc.path, config_entry=exc.key, problem=exc.problem)
         return None
     if config.ledger != old.config.ledger:
         log.warning("config_reload_ledger_change_ignored")

@@ -1,8 +1,11 @@
 """Overhead per request: direct any-llm vs AegisLLMProxy vs LiteLLM's Router, same server.
 
-Run: ``python bench/bench_overhead.py [--quick] [--profile] [--peer]``. Sequential requests
-to one fast loopback server (``fast_server.py``, a separate process), the variants
-alternating in a rotating order so drift (other load, CPU frequency) hits all of them alike.
+Run: ``python bench/bench_overhead.py [--quick] [--profile] [--peer] [--log-level L]``.
+Logging is left unconfigured by default, as an application that imports the library gets
+it (events below WARNING are dropped at the logger); ``--log-level`` configures ours.
+Sequential requests to one fast loopback server (``fast_server.py``, a separate process),
+the variants alternating in a rotating order so drift (other load, CPU frequency) hits
+all of them alike.
 Targets: added p50 (proxy - direct) <= 0.3 ms, added p99 <= 1 ms, proxy/direct at p50 <=
 1.10. ``--peer`` measures LiteLLM's ``Router.acompletion`` against direct any-llm instead,
 in a process of its own (see ``common.contender_calls``).
@@ -187,9 +190,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--peer", action="store_true", help="direct vs LiteLLM, not the proxy")
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--log-level",
+        default="none",
+        help="none: logging left as a library user gets it (the default); else configured",
+    )
     args = parser.parse_args()
-    c.configure_quiet_logging(args.log_level)
+    if args.log_level != "none":
+        c.configure_quiet_logging(args.log_level)
     load = os.getloadavg()
     result = asyncio.run(run(args.quick, args.profile, args.peer))
     result.update(log_level=args.log_level, loadavg_before=load, loadavg_after=os.getloadavg())

@@ -8,8 +8,9 @@ What must always hold:
 - the proxy config routes every request to one budgeted OpenAI-compatible provider on the
   fast server, so each proxy call runs the whole path: PII scan, routing, a budget
   reservation and a settled ledger row in a SQLite file;
-- structlog is configured at ``warning`` (the proxy's per-request ``info`` events are
-  filtered, as in a service that keeps them off) unless a benchmark asks otherwise;
+- logging is configured at ``warning`` (the proxy's per-request ``info`` events are
+  filtered, as in a service that keeps them off) unless a benchmark asks otherwise
+  (``bench_overhead`` leaves it unconfigured, as a library user gets it);
 - the prompt holds no personal data, so it is routed to the paid provider.
 """
 
@@ -53,7 +54,7 @@ MAX_TOKENS = 64
 
 
 def configure_quiet_logging(level: str = "warning") -> None:
-    """structlog as a service would set it up, filtering below ``level``."""
+    """Our logging as a service would set it up, filtering below ``level``."""
     from aegis_proxy.observe.logs import configure_logging
 
     configure_logging(json_output=True, level=level)

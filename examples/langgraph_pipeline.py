@@ -9,12 +9,17 @@ Run it on the real local model (no keys needed)::
 
     aegis-proxy local-model serve --port 8080 &
     AEGIS_CONFIG=config/demo.yaml python examples/langgraph_pipeline.py
+
+The script waits (up to two minutes) until the config's local servers answer, so it can
+be started right after the server, which takes a few seconds to load its model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import operator
+import sys
+import time
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -94,7 +99,23 @@ async def run(question: str, document: str) -> PipelineState:
         await close_default_proxy()
 
 
+def wait_for_local_servers(timeout_s: float = 120.0) -> None:
+    """Return once every local server of the default config lists its models."""
+    from aegis_proxy.call.discovery import discover
+    from aegis_proxy.config import load_config
+    from aegis_proxy.default import default_config_path
+
+    config = load_config(default_config_path())
+    deadline = time.monotonic() + timeout_s
+    while down := [server.url for server in discover(config, timeout_s=2.0) if server.error]:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no answer after {timeout_s:.0f} s from {', '.join(down)}")
+        print(f"waiting for the local model server at {down[0]} ...", file=sys.stderr)
+        time.sleep(1.0)
+
+
 def main() -> None:
+    wait_for_local_servers()
     state = asyncio.run(
         run(
             "Who pays for the return shipping?",

@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -494,6 +495,8 @@ class FakeProviderServer:
         self.reply_text = "four words of reply"
         self.tool_call: tuple[str, dict[str, Any]] | None = None
         self.omit_usage = False
+        self.count_prompt: Callable[[dict[str, Any] | None], int] = count_prompt_tokens
+        """How usage counts prompt tokens (a test can put a real tokenizer here)."""
         self.models: list[str] = list(DEFAULT_MODELS)
         self._address = (host, port)
         self._lock = threading.Lock()
@@ -654,7 +657,7 @@ class FakeProviderServer:
             model=str(body.get("model", "unknown")),
             text=text,
             tool_call=tool_call,
-            prompt_tokens=count_prompt_tokens(body),
+            prompt_tokens=self.count_prompt(body),
             completion_tokens=count_completion_tokens(text, tool_call),
             with_usage=not self.omit_usage,
         )

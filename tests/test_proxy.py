@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from aegis_proxy import (
     AegisLLMProxy,
@@ -20,6 +19,7 @@ from aegis_proxy import (
 from aegis_proxy.classify.detector import PiiReport
 from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
 from tests.fakeserver import Fault, count_prompt_tokens
+from tests.logcapture import capture_events
 
 CRITICAL = LLMTask(quality="critical", complexity="high", task_type="extraction")
 BATCH = LLMTask(batch_size=25, task_type="generation")
@@ -246,7 +246,7 @@ async def test_missing_key_makes_provider_unavailable(
 ) -> None:
     """An unset key skips OpenAI with the reason noted, and the next provider serves."""
     monkeypatch.delenv("AEGIS_TEST_OPENAI_KEY")
-    with capture_logs() as logs:
+    with capture_events() as logs:
         async with rig.proxy() as proxy:
             resp = await proxy.acompletion(HELLO, CRITICAL)
     assert resp.aegis.provider == "ollama_cloud"
@@ -307,7 +307,7 @@ async def test_no_prompt_text_or_key_in_logs_or_ledger(rig: Rig) -> None:
     """Neither log events nor ledger rows hold prompt text, reply text or keys."""
     secret_prompt = "The merger code name is BLUEHERON and the price is 41 dollars."
     rig.openai.reply_text = "BLUEHERON confirmed at 41 dollars"
-    with capture_logs() as logs:
+    with capture_events() as logs:
         async with rig.proxy() as proxy:
             await proxy.acompletion([{"role": "user", "content": secret_prompt}], CRITICAL)
     dumped = json.dumps(logs, default=str) + json.dumps(rows(rig), default=str)

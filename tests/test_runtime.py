@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import yaml
-from structlog.testing import capture_logs
 
 from aegis_proxy import LLMTask
 from tests.conftest import Rig
 from tests.fakeserver import Fault
+from tests.logcapture import capture_events
 
 HELLO = [{"role": "user", "content": "Say hi."}]
 
@@ -39,7 +39,7 @@ async def test_broken_file_keeps_old_config(rig: Rig) -> None:
     async with rig.proxy() as proxy:
         path = rig.tmp_path / "aegis.yaml"
         path.write_text("providers: [\n")
-        with capture_logs() as logs:
+        with capture_events() as logs:
             assert proxy.reload() is False
         resp = await proxy.acompletion(HELLO)
     assert resp.aegis.provider == "local_ollama"

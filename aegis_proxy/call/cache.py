@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from aegis_proxy.config.sections import CacheConfig
     from aegis_proxy.job import Call, Job
 
-log = structlog.get_logger("aegis_proxy.cache")
+log = get_logger("aegis_proxy.cache")
 
 DEFAULT_FILE = "response_cache.db"
 _SQLITE_URL = "sqlite:///"

@@ -77,7 +77,8 @@ def map_error(provider: str, exc: BaseException) -> errors.ProviderCallError:
     if isinstance(exc, TimeoutError) or any(n in _TIMEOUT_NAMES for n in names):
         return errors.ProviderTimeoutError(provider, "timed out", status)
     if any(n in _CONNECTION_NAMES for n in names) or _caused_by_connection(exc):
-        return errors.ProviderConnectionError(provider, "connection failed", status)
+        problem = "connection refused" if _refused(exc) else "connection failed"
+        return errors.ProviderConnectionError(provider, problem, status)
     if status is not None and status >= 500:
         return errors.ProviderServerError(provider, "server error", status)
     if status == 429 or "RateLimitError" in names:
@@ -104,6 +105,23 @@ def _caused_by_connection(exc: BaseException) -> bool:
         return isinstance(exc, ConnectionError)
     names = [cls.__name__ for cls in type(inner).__mro__]
     return isinstance(inner, ConnectionError) or any(n in _CONNECTION_NAMES for n in names)
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a ``ConnectionRefusedError`` is among the causes of ``exc``."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        seen.add(id(current))
+        causes = (
+            getattr(current, "original_exception", None),
+            current.__cause__,
+            current.__context__,
+        )
+        pending += [c for c in causes if isinstance(c, BaseException) and id(c) not in seen]
+    return False
 
 
 def _retry_after(value: object) -> float | None:

@@ -11,7 +11,7 @@ once, when a proxy starts. What must always hold:
 - ``check_local_models`` in ``fail`` mode raises ``ConfigError`` naming the config key of
   the missing model (``providers.local_ollama.model``, ``routing.rules[0].route[1].model``)
   or of the server (``providers.local_ollama.api_base``) when it cannot be reached; in
-  ``warn`` mode it logs the same as a structlog warning and returns;
+  ``warn`` mode it logs the same as a warning and returns;
 - an Ollama name without a tag means ``:latest``, as Ollama itself reads it.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-import structlog
 
 from aegis_proxy.errors import ConfigError
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig
@@ -35,7 +35,7 @@ CheckMode = Literal["off", "warn", "fail"]
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 DEFAULT_TIMEOUT_S = 2.0
 
-log = structlog.get_logger("aegis_proxy.discovery")
+log = get_logger("aegis_proxy.discovery")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,8 @@ def _raise_or_warn(
     if mode == "fail":
         raise ConfigError(config.source, key, problem)
     event = "local_model_missing" if extra else "local_server_unreachable"
-    log.warning(event, provider=server.provider, key=key, url=server.url,
+    # the config key as `config_entry`: a field named `key` is dropped by the log filter
+    log.warning(event, provider=server.provider, config_entry=key, url=server.url,
                 error=server.error, **extra)  # fmt: skip
 
 

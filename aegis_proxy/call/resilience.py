@@ -16,16 +16,15 @@ import random
 import time
 from dataclasses import dataclass
 
-import structlog
-
 from aegis_proxy.errors import (
     ProviderCallError,
     ProviderConnectionError,
     ProviderServerError,
     RateLimitedError,
 )
+from aegis_proxy.observe.logs import get_logger
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 

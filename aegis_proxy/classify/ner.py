@@ -31,16 +31,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from aegis_proxy.classify.detector import PiiDetector, PiiMatch, PiiReport
 from aegis_proxy.classify.walk import SKIPPED_KEYS, iter_strings, without_base64_payload
 from aegis_proxy.errors import ConfigError
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 NER_ENTITIES = ("PERSON", "LOCATION")
 SPACY_MODELS = ("en_core_web_lg", "en_core_web_md", "en_core_web_sm", "en_core_web_trf")

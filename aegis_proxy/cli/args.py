@@ -75,8 +75,11 @@ def metrics_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", default=None, help="ledger file or URL (default: config's)")
 
 
-def no_args(parser: argparse.ArgumentParser) -> None:
-    del parser
+def check_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--probe", action="store_true", help="also ask each provider's server for its models"
+    )
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per server")
 
 
 def month(value: str) -> str:

@@ -2,23 +2,27 @@
 
 Logging is configured here and only here. ``report``, ``export``, ``route`` and
 ``check-config`` never import any-llm (a test checks the wall time of ``report``).
+``report``, ``export``, ``audit`` and ``metrics`` open the ledger read-only: a ledger that
+does not exist is an error (exit 2), never a new empty file. A closed pipe on stdout
+(``export | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from aegis_proxy.cli.args import (
+    check_config_args,
     demo_args,
     export_args,
     local_model_args,
     metrics_args,
     models_args,
-    no_args,
     report_args,
     route_args,
     simulate_args,
@@ -42,14 +46,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(json_output=False, level=args.log_level)
     command: Command = args.command
     try:
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
     except AegisError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``| head``): stop without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
+
+
+DESCRIPTION = (
+    "A policy layer between an application's LLM calls and its providers: personal data "
+    "stays on local providers, budgets are reserved before each call, and every call is a "
+    "row in the ledger. Each command takes --config (default: $AEGIS_CONFIG, else "
+    "./config/aegis.yaml)."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aegis-proxy", description=__doc__)
+    parser = argparse.ArgumentParser(prog="aegis-proxy", description=DESCRIPTION)
     parser.add_argument("--log-level", default="warning", help="debug, info, warning, error")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for name, (command, help_, add_arguments) in _COMMANDS.items():
@@ -98,27 +115,30 @@ def _route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ledger_and_budgets(args: argparse.Namespace) -> tuple[str, dict[str, BudgetLimit | None]]:
+def _ledger_and_budgets(
+    args: argparse.Namespace,
+) -> tuple[str, dict[str, BudgetLimit | None], bool | None]:
+    """The ledger to read, the config's budgets, and whether its cache is on (None: no config)."""
     from aegis_proxy.settle.budget import budget_limits
 
     if args.ledger and not args.config:
-        return args.ledger, {}
+        return args.ledger, {}, None
     config = _load(args)
     where = args.ledger or config.ledger.url or config.ledger.path
-    return where, budget_limits(config)
+    return where, budget_limits(config), config.cache.enabled
 
 
 def _report(args: argparse.Namespace) -> int:
     from aegis_proxy.reports.render import render_summary
     from aegis_proxy.settle.open import open_ledger
 
-    where, budgets = _ledger_and_budgets(args)
-    ledger = open_ledger(where)
+    where, budgets, caching = _ledger_and_budgets(args)
+    ledger = open_ledger(where, read_only=True)
     try:
         rows = ledger.monthly_summary(args.month, budgets)
     finally:
         ledger.close()
-    print(render_summary(rows, args.format))
+    print(render_summary(rows, args.format, caching=caching))
     return 0
 
 
@@ -127,8 +147,8 @@ def _export(args: argparse.Namespace) -> int:
     from aegis_proxy.settle.open import open_ledger
     from aegis_proxy.settle.records import current_month
 
-    where, _ = _ledger_and_budgets(args)
-    ledger = open_ledger(where)
+    where, _, _ = _ledger_and_budgets(args)
+    ledger = open_ledger(where, read_only=True)
     try:
         write_export(ledger.export_rows(args.month or current_month()), args.format, sys.stdout)
     finally:
@@ -147,7 +167,7 @@ def _audit(args: argparse.Namespace) -> int:
         config = _load(args)
         where = args.ledger or config.ledger.url or config.ledger.path
         local = {name for name, provider in config.providers.items() if provider.local}
-    ledger = open_ledger(where)
+    ledger = open_ledger(where, read_only=True)
     try:
         audit = audit_month(ledger, args.month or current_month(), local)
     finally:
@@ -200,7 +220,22 @@ def _check_config(args: argparse.Namespace) -> int:
     names = [rule.name for rule in config.routing.rules]
     default = [e.provider for e in config.routing.default]
     print(f"  rules: {', '.join(names) or '(none)'}; default: {default}")
-    return 0
+    if not args.probe:
+        print("not checked: whether each server answers and takes its key (--probe asks them)")
+        return 0
+    return _probe(config, args.timeout)
+
+
+def _probe(config: AegisConfig, timeout_s: float) -> int:
+    """Ask every provider with a server for its models; 1 if one fails or lacks a model."""
+    from aegis_proxy.call.discovery import discover, render_models
+
+    found = discover(config, local_only=False, timeout_s=timeout_s)
+    print(render_models(found, "table"))
+    unprobed = sorted(set(config.providers) - {server.provider for server in found})
+    if unprobed:
+        print(f"not probed (no api_base to list models from): {', '.join(unprobed)}")
+    return 1 if any(server.error or server.missing for server in found) else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -236,8 +271,8 @@ def _metrics(args: argparse.Namespace) -> int:
     from aegis_proxy.observe.metrics_ledger import ledger_registry
     from aegis_proxy.settle.open import open_ledger
 
-    where, budgets = _ledger_and_budgets(args)
-    ledger = open_ledger(where)
+    where, budgets, _ = _ledger_and_budgets(args)
+    ledger = open_ledger(where, read_only=True)
     server = start_metrics_server(args.port, ledger_registry(ledger, budgets), addr=args.addr)
     print(f"serving http://{args.addr}:{server.server_port}/metrics", flush=True)
     try:
@@ -256,7 +291,11 @@ _COMMANDS: dict[str, tuple[Command, str, Callable[[argparse.ArgumentParser], Non
     "report": (_report, "spend per provider and month against budgets", report_args),
     "export": (_export, "export a month's ledger rows (no content)", export_args),
     "audit": (_audit, "a month's privacy decisions, and the no-leak proof", report_args),
-    "check-config": (_check_config, "validate a config file and show its providers", no_args),
+    "check-config": (
+        _check_config,
+        "validate a config file and show its providers (--probe: ask their servers)",
+        check_config_args,
+    ),
     "simulate": (_simulate, "replay a month (or a workload) through a config", simulate_args),
     "metrics": (_metrics, "serve the ledger's spend vs budgets to Prometheus", metrics_args),
     "models": (_models, "list local servers' models and check the config's", models_args),

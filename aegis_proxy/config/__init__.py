@@ -16,10 +16,12 @@ The sections' models live in ``config_providers``, ``config_routing`` and
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import Field, ValidationError
@@ -77,6 +79,8 @@ __all__ = [
     "load_config",
 ]
 
+DEFAULT_CONFIG_PATH = "config/aegis.yaml"
+"""The default proxy's config when ``$AEGIS_CONFIG`` is unset (``aegis_proxy.default``)."""
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -115,7 +119,7 @@ def _read_yaml(name: str) -> Any:
     try:
         text = Path(name).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(name, "", f"cannot read file: {exc.strerror}") from None
+        raise ConfigError(name, "", f"cannot read file: {exc.strerror}{_whence(name)}") from None
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -143,6 +147,15 @@ def _interpolate(value: Any, name: str, key: str, missing: dict[str, list[str]])
     return None
 
 
+def _whence(name: str) -> str:
+    """Where a missing file's name came from, when it is the default proxy's config."""
+    if os.environ.get("AEGIS_CONFIG") == name:
+        return " (the file $AEGIS_CONFIG names)"
+    if Path(name) == Path(DEFAULT_CONFIG_PATH):
+        return f" (the default {DEFAULT_CONFIG_PATH}: set $AEGIS_CONFIG to your config file)"
+    return ""
+
+
 def _env(match: re.Match[str]) -> str | None:
     return os.environ.get(match.group(1), match.group(2))
 
@@ -158,5 +171,41 @@ def _config_error(name: str, exc: ValidationError) -> ConfigError:
         key = f"{key}[{part}]" if isinstance(part, int) else _join(key, str(part))
     problem = first["msg"]
     if first["type"] == "extra_forbidden":
-        problem = "unknown key"
+        problem = "unknown key" + _did_you_mean(first["loc"])
     return ConfigError(name, key, problem)
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """`` (did you mean 'timeout_s'?)`` when the unknown key is close to a known one."""
+    model: Any = AegisConfig
+    for part in loc[:-1]:
+        model = _inner(model, part)
+    fields = getattr(_unwrapped(model), "model_fields", None)
+    if not isinstance(fields, dict):
+        return ""
+    known = [field.alias or key for key, field in fields.items() if key != "source"]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _inner(annotation: Any, part: int | str) -> Any:
+    """The type found one step (``part``) inside a value of type ``annotation``."""
+    annotation = _unwrapped(annotation)
+    fields = getattr(annotation, "model_fields", None)
+    if isinstance(fields, dict):
+        field = fields.get(str(part))
+        return field.annotation if field is not None else None
+    args = get_args(annotation)
+    if get_origin(annotation) is dict and len(args) == 2:
+        return args[1]
+    if get_origin(annotation) is list and args:
+        return args[0]
+    return None
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``Model`` for ``Model | None``; anything else as it is."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return annotation
+    models = [arg for arg in get_args(annotation) if hasattr(arg, "model_fields")]
+    return models[0] if len(models) == 1 else annotation

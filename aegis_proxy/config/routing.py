@@ -8,6 +8,7 @@ that breaks this, in file order.
 
 from __future__ import annotations
 
+import difflib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -107,6 +108,8 @@ def _check_route(
     for j, entry in enumerate(route):
         if entry.provider not in providers:
             known = ", ".join(sorted(providers))
+            close = difflib.get_close_matches(entry.provider, list(providers), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                name, f"{key}[{j}]", f"unknown provider {entry.provider!r} (known: {known})"
+                name, f"{key}[{j}]", f"unknown provider {entry.provider!r} ({hint}known: {known})"
             )

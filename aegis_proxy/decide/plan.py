@@ -13,13 +13,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from aegis_proxy.classify.detector import IMAGE
 from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
 from aegis_proxy.decide.request import has_images, query_hash, validate_messages
 from aegis_proxy.decide.rules import LLMTask, decide_route
 from aegis_proxy.errors import PrivacyViolationError
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from aegis_proxy.classify.redaction import Redaction
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from aegis_proxy.runtime import Runtime
     from aegis_proxy.settle.records import PrivacyDecision
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 
 @dataclass(slots=True)

@@ -12,12 +12,11 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from aegis_proxy.classify.detector import DETECTION_FAILED, UNREDACTABLE
 from aegis_proxy.classify.redaction import Redaction
 from aegis_proxy.decide.rules import restrict_to_local
 from aegis_proxy.errors import PrivacyViolationError
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle.records import PrivacyDecision, PrivacyRefusal
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
     from aegis_proxy.decide.rules import LLMTask, Route
     from aegis_proxy.runtime import Runtime
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 _STRICTNESS = ("redact", "route_local", "block")
 

@@ -17,6 +17,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from pathlib import Path
 
     from aegis_proxy.config import AegisConfig
@@ -113,15 +114,29 @@ def _step_rows(
 
 
 def _outcome_key(record: AegisRecord) -> tuple[str, str]:
-    passed = [f"{a.provider} ({_short(a.outcome, a.reason)})" for a in record.attempts
-              if a.outcome != "ok"]  # fmt: skip
+    passed = [label for label, _ in passed_over(record)]
     return record.provider or "nobody", ", ".join(passed)
+
+
+def passed_over(record: AegisRecord) -> list[tuple[str, str]]:
+    """(label, why) of each provider of the route that did not serve, in route order.
+
+    The routing table's "passed over" column shows the labels, and the "why" lines
+    repeat each label with its reason, so the two always name the same providers.
+    """
+    passed = [(f"{name} (personal data)", "kept away: not a local provider")
+              for name in record.removed_providers]  # fmt: skip
+    for a in record.attempts:
+        if a.outcome not in ("ok", "cache_hit"):
+            why = a.reason or a.error_type or a.outcome
+            passed.append((f"{a.provider} ({_short(a.outcome, a.reason)})", why))
+    return passed
 
 
 def _short(outcome: str, reason: str | None) -> str:
     if reason and reason.startswith("environment variable"):
         return "no key"
-    return {"budget_exceeded": "budget used up"}.get(outcome, outcome)
+    return {"budget_exceeded": "budget used up", "error": "failed"}.get(outcome, outcome)
 
 
 def _reasons(records: list[AegisRecord]) -> list[str]:
@@ -129,16 +144,22 @@ def _reasons(records: list[AegisRecord]) -> list[str]:
     found: dict[str, str] = {}
     for record in records:
         found.setdefault(record.reason, record.reason)
-        if record.removed_providers:
-            kept = f"kept away from: {', '.join(record.removed_providers)}"
-            found.setdefault(kept, kept)
-        for a in record.attempts:
-            key = f"{a.provider} {a.outcome}"
-            if a.reason:
-                found.setdefault(key, f"{key}: {a.reason}")
+        for label, why in passed_over(record):
+            found.setdefault(label, f"{label}: {why}")
         if record.tokens_counted:
             found.setdefault("counted", f"{record.provider} sent no usage: tokens counted locally")
     return list(found.values())
+
+
+def warning_line(event: Mapping[str, object]) -> str:
+    """A library warning as the demo prints it: ``  ! budget_warning: provider=... share=0.8``."""
+    fields = " ".join(f"{key}={value}" for key, value in event.items() if key != "event")
+    return f"  ! {event.get('event', 'warning')}: {fields}".rstrip(": ")
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 request``, ``2 requests``."""
+    return f"{count:,} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def truth(out: TextIO, config: AegisConfig, endpoint: LocalEndpoint, ledger: Path) -> None:

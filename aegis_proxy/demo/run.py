@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -29,7 +30,17 @@ from aegis_proxy.decide.rules import LLMTask
 from aegis_proxy.demo.local_model import LocalEndpoint, local_endpoint
 from aegis_proxy.demo.local_model_child import MODEL_ALIAS
 from aegis_proxy.demo.local_model_setup import MODEL_LABEL
-from aegis_proxy.demo.report import StepResult, intro, quote, routing_table, served_label, truth
+from aegis_proxy.demo.report import (
+    StepResult,
+    intro,
+    plural,
+    quote,
+    routing_table,
+    served_label,
+    truth,
+    warning_line,
+)
+from aegis_proxy.observe.logs import EVENT_ATTR
 from aegis_proxy.proxy import AegisLLMProxy
 from aegis_proxy.reports.audit import audit_month, render_audit
 from aegis_proxy.reports.render import render_summary
@@ -74,12 +85,37 @@ def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> int:
     started = time.perf_counter()
     ledger = options.ledger or str(Path(tempfile.mkdtemp(prefix="aegis-demo-")) / "ledger.db")
     print("aegis_proxy demo: a small ingestion pipeline through a real AegisLLMProxy\n", file=out)
-    with _endpoint(options, out) as endpoint, _demo_env(endpoint, ledger):
+    with _warnings_to(out), _endpoint(options, out) as endpoint, _demo_env(endpoint, ledger):
         config = load_config(options.config or DEMO_CONFIG)
         intro(out, config, endpoint, fresh=options.ledger is None)
         asyncio.run(_run_pipeline(config, endpoint, out))
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", file=out)
     return 0
+
+
+class _DemoWarnings(logging.Handler):
+    """Prints the library's warnings into the demo's output, as the demo's own lines."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(logging.WARNING)
+        self.out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, EVENT_ATTR, None) or {"event": record.getMessage()}
+        print(warning_line(event), file=self.out, flush=True)
+
+
+@contextlib.contextmanager
+def _warnings_to(out: TextIO) -> Iterator[None]:
+    """While the demo runs, the ``aegis_proxy`` loggers' warnings go to ``out`` only."""
+    logger = logging.getLogger("aegis_proxy")
+    saved = (logger.handlers[:], logger.propagate)
+    logger.handlers = [_DemoWarnings(out)]
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.handlers, logger.propagate = saved
 
 
 @contextlib.contextmanager
@@ -148,7 +184,7 @@ async def _run_pipeline(config: AegisConfig, endpoint: LocalEndpoint, out: TextI
         routing_table(out, steps, config, endpoint)
         summary = proxy.ledger.monthly_summary(None, budget_limits(config))
         print("\nthis month's ledger (aegis-proxy report):\n", file=out)
-        print(render_summary(summary, "table"), file=out)
+        print(render_summary(summary, "table", caching=config.cache.enabled), file=out)
         local = {name for name, provider in config.providers.items() if provider.local}
         audit = audit_month(proxy.ledger, current_month(), local)
         print("\nthe privacy audit (aegis-proxy audit):\n", file=out)
@@ -166,7 +202,7 @@ async def _step(out: TextIO, title: str, work: Work) -> StepResult:
         print(f"  {served_label(record):<16} {quote(answer)}", file=out)
     if len(shown) > 6:
         print(f"  ... and {len(shown) - 6} more answers", file=out)
-    print(f"  ({len(shown)} request(s), {time.perf_counter() - started:.1f} s)", file=out)
+    print(f"  ({plural(len(shown), 'request')}, {time.perf_counter() - started:.1f} s)", file=out)
     return result
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import structlog
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from aegis_proxy.decide.record import AegisRecord, Attempt
     from aegis_proxy.settle.records import AttemptOutcome
 
-log = structlog.get_logger("aegis_proxy")
+log = get_logger("aegis_proxy")
 
 
 @dataclass(frozen=True, slots=True)

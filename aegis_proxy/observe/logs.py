@@ -15,6 +15,14 @@ is a second line of defence, whoever logged the event:
 - every remaining string is masked where it looks like a key: ``sk-...``, ``Bearer ...``,
   AWS, Google, GitHub, Slack, Hugging Face and Groq keys, JWTs, ``key=`` / ``token=``
   query parameters and the password of a URL.
+
+The library is quiet by default, as the standard library expects of a library: its events
+go to ``logging`` loggers named ``aegis_proxy`` and ``aegis_proxy.<part>`` (``get_logger``),
+with no handler of ours, so without configuration nothing reaches stdout and WARNING and
+above reach stderr through Python's last-resort handler as ``event key=value ...``. The
+filter above runs where each event is built, so it holds in every configuration (the
+application's handlers and formatters see only the filtered fields). ``configure_logging``
+(called by the CLI, or by a service that wants our format) adds a stderr handler.
 """
 
 from __future__ import annotations
@@ -22,14 +30,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from datetime import date, time
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
 from uuid import UUID
-
-import structlog
 
 REDACTED = "[REDACTED]"
 _SECRET_FRAGMENTS = (
@@ -127,13 +134,110 @@ def _clean(value: Any, depth: int) -> Any:
     return f"<{type(value).__name__}>"  # its repr could hold content
 
 
+EVENT_ATTR = "aegis_event"
+"""The attribute of a ``LogRecord`` that holds the event's filtered fields as a dict."""
+
+
+class EventLogger:
+    """A stdlib logger called the structlog way: ``log.info("event_name", key=value)``.
+
+    Nothing is built unless the level is enabled; the event's fields are filtered by
+    ``drop_sensitive_fields`` before any handler sees them, and a traceback is rendered
+    to text and masked (field ``exception``) instead of being handed over as ``exc_info``.
+    """
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    @property
+    def name(self) -> str:
+        return self._logger.name
+
+    def debug(self, event: str, **context: Any) -> None:
+        self._log(logging.DEBUG, "debug", event, context)
+
+    def info(self, event: str, **context: Any) -> None:
+        self._log(logging.INFO, "info", event, context)
+
+    def warning(self, event: str, **context: Any) -> None:
+        self._log(logging.WARNING, "warning", event, context)
+
+    def error(self, event: str, **context: Any) -> None:
+        self._log(logging.ERROR, "error", event, context)
+
+    def exception(self, event: str, **context: Any) -> None:
+        """An error with the traceback being handled, as masked text."""
+        if self._logger.isEnabledFor(logging.ERROR):
+            context["exception"] = traceback.format_exc()
+        self._log(logging.ERROR, "error", event, context)
+
+    def _log(self, level: int, method: str, event: str, context: dict[str, Any]) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        fields = drop_sensitive_fields(None, method, {"event": event, **context})
+        message = " ".join([str(fields["event"]), *_pairs(fields)])
+        self._logger.log(level, "%s", message, extra={EVENT_ATTR: dict(fields)}, stacklevel=3)
+
+
+def get_logger(name: str = "aegis_proxy") -> EventLogger:
+    """The event logger called ``name`` (``aegis_proxy`` or ``aegis_proxy.<part>``)."""
+    return EventLogger(name)
+
+
+def _pairs(fields: Mapping[str, Any]) -> list[str]:
+    """``key=value`` for each field but the event name (strings with spaces quoted)."""
+    pairs = []
+    for key, value in fields.items():
+        if key == "event" or key == "exception":
+            continue
+        text = str(value)
+        pairs.append(f"{key}={text if text and ' ' not in text else repr(text)}")
+    if "exception" in fields:
+        pairs.append("\n" + str(fields["exception"]).rstrip())
+    return pairs
+
+
+class _EventFormatter(logging.Formatter):
+    """Renders our records (and any other) through structlog processors into one line."""
+
+    def __init__(self, processors: list[Any]) -> None:
+        super().__init__()
+        self._processors = processors
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, EVENT_ATTR, None)
+        event: Any = dict(fields) if fields else {"event": mask_keys(record.getMessage())}
+        event["logger"] = record.name
+        method = record.levelname.lower()
+        for processor in self._processors:
+            event = processor(None, method, event)
+        return str(event)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (as Python's last-resort handler)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # a broken stderr must not break the call that logged
+            self.handleError(record)
+
+
 def configure_logging(*, json_output: bool = True, level: str = "info") -> None:
-    """Set up structlog: JSON lines for services, readable console output for the CLI."""
+    """Write our events (and structlog's) to stderr: JSON lines, or readable console lines.
+
+    Our loggers get one stderr handler and stop propagating (set up twice, the handler is
+    replaced, not doubled); structlog is configured with the same filter and renderer.
+    """
+    import structlog  # only who configures logging needs it
+
     levels = logging.getLevelNamesMapping()
     if level.upper() not in levels:
         raise ValueError(f"unknown log level {level!r}: use debug, info, warning or error")
     processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -145,9 +249,22 @@ def configure_logging(*, json_output: bool = True, level: str = "info") -> None:
         if json_output
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    _configure_stdlib(levels[level.upper()], processors)
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, *processors],
         wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _configure_stdlib(level: int, processors: list[Any]) -> None:
+    """One stderr handler on the ``aegis_proxy`` logger, rendering with ``processors``."""
+    logger = logging.getLogger("aegis_proxy")
+    for handler in [h for h in logger.handlers if isinstance(h.formatter, _EventFormatter)]:
+        logger.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(_EventFormatter(processors))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False

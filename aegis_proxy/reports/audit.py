@@ -119,8 +119,9 @@ def _as_csv(audit: PrivacyAudit) -> str:
 
 
 def _as_table(audit: PrivacyAudit) -> str:
-    lines = [f"privacy audit {audit.month}: {len(audit.attempts)} attempt rows held personal "
-             f"data, {len(audit.refusals)} requests refused"]  # fmt: skip
+    attempts = _plural(len(audit.attempts), "attempt row")
+    refusals = _plural(len(audit.refusals), "request")
+    lines = [f"privacy audit {audit.month}: {attempts} held personal data, {refusals} refused"]
     lines += _counts("action", "requests", audit.actions())
     lines += _counts("entity type", "values found", audit.entity_types())
     lines += _rows("attempts", audit.attempts, _ATTEMPT_COLUMNS)
@@ -152,9 +153,15 @@ def _rows(title: str, rows: Iterable[Row], columns: tuple[str, ...]) -> list[str
     if not cells:
         return []
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
-    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
-    body = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)) for line in cells]
+    header = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()
+    body = [
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
     return [f"{title}:", header, *body]
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun if count == 1 else noun + 's'}"
 
 
 def _cell(value: object) -> str:

@@ -3,10 +3,10 @@
 ``aegis-proxy report`` must start and finish within a second, so this module imports only
 the standard library (no SDK, tokenizer or pydantic). What must always hold:
 
-- money is integer micro-dollars and ``Decimal``; it is rounded only for display;
-- a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
-  from its warn share on; the projection is linear in the elapsed part of the month;
-- the cache hit ratio is hits / attempts served ('ok', hits included); none without any;
+- money is integer micro-dollars and ``Decimal``; it is rounded only for display (the
+  figures and flags themselves are ``aegis_proxy.settle.summary``'s);
+- an export holds ``EXPORT_COLUMNS`` only (never the ledger's internal bookkeeping), CSV
+  with its header even for an empty month;
 - exports stream row by row to a text file: a month may hold millions of rows.
 """
 
@@ -28,18 +28,37 @@ _TABLE_COLUMNS = (
     "spend $", "budget $", "used %", "projected $", "flag",
 )  # fmt: skip
 _LEFT_ALIGNED = frozenset({"provider", "month", "flag"})
+EXPORT_COLUMNS = (
+    "id", "request_id", "attempt", "timestamp", "period", "provider", "model", "user_id",
+    "agent", "query_hash", "rule", "task_type", "quality", "complexity", "batch_size",
+    "data_classification", "tags", "contains_pii", "stream", "status", "error_type",
+    "input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "counted",
+    "cost_micros", "cost_usd", "latency_ms", "ttft_ms", "settled_at", "cache_hit",
+    "pii_entities", "privacy_action", "providers_removed", "redacted", "provider_local",
+)  # fmt: skip
+"""The columns of ``requests`` an export holds, in order."""
+INTERNAL_COLUMNS = frozenset({"pid", "host", "expires_at", "reserved_micros"})
+"""The ledger's own bookkeeping (which process holds a reservation, and until when)."""
+_JSON_TEXT = frozenset({"tags", "pii_entities", "providers_removed"})
+_FLAGS = frozenset({"contains_pii", "stream", "counted", "cache_hit", "redacted", "provider_local"})
 
 
 def render_summary(
-    rows: Sequence[ProviderMonth], fmt: Literal["table", "json", "csv"] = "table"
+    rows: Sequence[ProviderMonth],
+    fmt: Literal["table", "json", "csv"] = "table",
+    *,
+    caching: bool | None = None,
 ) -> str:
-    """The summary as an aligned table, a JSON array, or CSV with the ``to_dict`` columns."""
+    """The summary as an aligned table, a JSON array, or CSV with the ``to_dict`` columns.
+
+    ``caching=False`` (the config's cache is off) shows the table's cache column as '-'.
+    """
     if fmt == "json":
         return json.dumps([row.to_dict() for row in rows], indent=2)
     if fmt == "csv":
         return _summary_csv(rows)
     if fmt == "table":
-        return _summary_table(rows)
+        return _summary_table(rows, caching is not False)
     raise ValueError(f"unknown summary format: {fmt!r}")
 
 
@@ -50,10 +69,27 @@ def render_export(rows: Iterable[Mapping[str, object]], fmt: Literal["csv", "jso
     return out.getvalue()
 
 
+def export_record(row: Mapping[str, object]) -> dict[str, object]:
+    """A ledger row as a JSON export holds it: public columns, objects, booleans."""
+    record: dict[str, object] = {}
+    for column in EXPORT_COLUMNS:
+        value = row.get(column)
+        if column in _JSON_TEXT and isinstance(value, str):
+            value = json.loads(value)
+        elif column in _FLAGS and value is not None:
+            value = bool(value)
+        record[column] = value
+    return record
+
+
 def write_export(
     rows: Iterable[Mapping[str, object]], fmt: Literal["csv", "json"], out: TextIO
 ) -> int:
-    """Stream ledger rows to ``out`` as CSV (header from the columns) or a JSON array."""
+    """Stream ledger rows to ``out``: CSV (a header even for no rows) or a JSON array.
+
+    Either holds ``EXPORT_COLUMNS`` only; JSON turns the JSON-text columns into objects
+    and the 0/1 flags into booleans (``export_record``), CSV keeps the stored text.
+    """
     if fmt == "csv":
         return _export_csv(rows, out)
     if fmt == "json":
@@ -61,8 +97,8 @@ def write_export(
     raise ValueError(f"unknown export format: {fmt!r}")
 
 
-def _summary_table(rows: Sequence[ProviderMonth]) -> str:
-    lines = [_TABLE_COLUMNS, *(_table_cells(row) for row in rows)]
+def _summary_table(rows: Sequence[ProviderMonth], caching: bool) -> str:
+    lines = [_TABLE_COLUMNS, *(_table_cells(row, caching) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(_TABLE_COLUMNS))]
     return "\n".join(_table_line(line, widths) for line in lines)
 
@@ -75,10 +111,10 @@ def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
     return "  ".join(aligned).rstrip()
 
 
-def _table_cells(row: ProviderMonth) -> tuple[str, ...]:
+def _table_cells(row: ProviderMonth, caching: bool) -> tuple[str, ...]:
     share = row.share_used
     budget = row.budget_usd
-    hits = row.hit_ratio
+    hits = row.hit_ratio if caching else None
     return (
         row.provider,
         row.month,
@@ -111,11 +147,9 @@ def _summary_csv(rows: Sequence[ProviderMonth]) -> str:
 
 def _export_csv(rows: Iterable[Mapping[str, object]], out: TextIO) -> int:
     count = 0
-    writer: csv.DictWriter[str] | None = None
+    writer = csv.DictWriter(out, EXPORT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
     for row in rows:
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(row), lineterminator="\n")
-            writer.writeheader()
         writer.writerow(row)
         count += 1
     return count
@@ -126,7 +160,7 @@ def _export_json(rows: Iterable[Mapping[str, object]], out: TextIO) -> int:
     out.write("[")
     for row in rows:
         out.write(",\n" if count else "\n")
-        out.write(json.dumps(row, default=str))
+        out.write(json.dumps(export_record(row), default=str))
         count += 1
     out.write("\n]\n" if count else "]\n")
     return count

@@ -165,11 +165,17 @@ def count_text_tokens(text: str) -> int:
 
 
 def count_tokens(
-    messages: Sequence[Mapping[str, Any]], *, image_token_bound: int = IMAGE_TOKEN_BOUND
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    image_token_bound: int = IMAGE_TOKEN_BOUND,
 ) -> int:
-    """Prompt tokens of chat ``messages`` the way OpenAI counts them (3 per message + 3)."""
+    """Prompt tokens of chat ``messages`` the way OpenAI counts them (3 per message + 3),
+    plus the tool definitions sent with them (their JSON's tokens: providers count those)."""
     encoding = _encoding()
     total = 3 + 3 * len(messages)
+    if tools:
+        total += len(encoding.encode_ordinary(json.dumps(tools, ensure_ascii=False, default=str)))
     for message in messages:
         for item in _texts(message):
             if isinstance(item, str):

@@ -15,9 +15,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-import structlog
-
 from aegis_proxy.errors import BudgetExceededError
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.reserve.money import limit_micros, usd
 from aegis_proxy.settle.summary import UsageRow
 
@@ -113,8 +112,8 @@ def after_settle(
 
 
 def warn(event: str, **context: object) -> None:
-    """Log a rare warning; a fresh logger follows the current structlog configuration."""
-    structlog.get_logger("aegis_proxy.ledger").warning(event, **context)
+    """Log a rare warning; a fresh logger follows the current logging configuration."""
+    get_logger("aegis_proxy.ledger").warning(event, **context)
 
 
 def budget_limits(config: AegisConfig) -> dict[str, BudgetLimit | None]:

@@ -3,8 +3,9 @@
 Both ledger backends build it from the same two queries' rows; the CLI renders it
 (``aegis_proxy.reports.render``). What must always hold:
 - money is integer micro-dollars and ``Decimal``; it is rounded only for display;
-- a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
-  from its warn share on; the projection is linear in the elapsed part of the month;
+- a provider is flagged ``OVER`` when its spend reached its monthly budget, ``WARN``
+  from its warn share on, and ``PROJECTED_OVER`` when its month-end projection passes the
+  budget; the projection is linear in the elapsed part of the month;
 - the cache hit ratio is hits / attempts served ('ok', hits included); none without any.
 This module imports only the standard library: ``aegis-proxy report`` uses it.
 """
@@ -89,12 +90,19 @@ class ProviderMonth:
         return share is not None and share >= self.warn_share
 
     @property
+    def projected_over(self) -> bool:
+        """Whether the month-end projection passes the budget."""
+        return self.budget_micros is not None and self.projected_micros > self.budget_micros
+
+    @property
     def flag(self) -> str:
-        """'OVER' when the budget is used up, 'WARN' past the warn share, else ''."""
+        """'OVER' when the budget is used up; else 'WARN' past the warn share and/or
+        'PROJECTED_OVER' when the month-end projection passes the budget; else ''."""
         share = self.share_used
         if share is not None and share >= 1.0:
             return "OVER"
-        return "WARN" if self.warn else ""
+        flags = ["WARN"] * self.warn + ["PROJECTED_OVER"] * self.projected_over
+        return ",".join(flags)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able values: exact integer micro-dollars, and USD as floats for reading."""
@@ -104,6 +112,7 @@ class ProviderMonth:
         data["projected_usd"] = float(self.projected_usd)
         data["share_used"] = self.share_used
         data["warn"] = self.warn
+        data["projected_over"] = self.projected_over
         data["flag"] = self.flag
         data["hit_ratio"] = self.hit_ratio
         return data

@@ -7,7 +7,6 @@ import socket
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from aegis_proxy import AegisLLMProxy
 from aegis_proxy.call.discovery import (
@@ -21,6 +20,7 @@ from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.errors import ConfigError
 from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
 from tests.fakeserver import DEFAULT_MODELS
+from tests.logcapture import capture_events
 
 
 def config_of(rig: Rig, data: dict[str, Any] | None = None) -> AegisConfig:
@@ -106,14 +106,14 @@ def test_missing_route_model_fails_naming_the_route_entry(rig: Rig) -> None:
 
 
 def test_warn_mode_logs_and_returns(rig: Rig) -> None:
-    """warn mode logs local_model_missing with the key and does not raise."""
+    """warn mode logs local_model_missing with the config entry and does not raise."""
     rig.local.models = ["qwen2.5:7b"]
-    with capture_logs() as logs:
+    with capture_events() as logs:
         [server] = check_local_models(config_of(rig), "warn")
     assert server.missing == (("llama3.2:3b", "providers.local_ollama.model"),)
     [event] = [e for e in logs if e["event"] == "local_model_missing"]
     assert event["log_level"] == "warning"
-    assert event["key"] == "providers.local_ollama.model"
+    assert event["config_entry"] == "providers.local_ollama.model"
     assert event["model"] == "llama3.2:3b"
 
 
@@ -137,7 +137,7 @@ def test_unreachable_server_fails_naming_api_base(rig: Rig) -> None:
 def test_unreachable_server_warns_in_warn_mode(rig: Rig) -> None:
     """warn mode logs local_server_unreachable and reports the error in the listing."""
     data = with_local(rig, api_base=f"http://127.0.0.1:{closed_port()}")
-    with capture_logs() as logs:
+    with capture_events() as logs:
         [server] = check_local_models(config_of(rig, data), "warn", timeout_s=1.0)
     assert server.error is not None
     assert server.missing == ()
@@ -213,7 +213,7 @@ async def test_proxy_start_warns_and_serves(rig: Rig) -> None:
     """With check_local_models: warn, a missing local model is a warning; the proxy starts."""
     rig.local.models = ["qwen2.5:7b"]
     data = {**rig.config_data(), "discovery": {"check_local_models": "warn"}}
-    with capture_logs() as logs:
+    with capture_events() as logs:
         proxy = AegisLLMProxy.from_config(rig.write_config(data))
     await proxy.aclose()
     assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["local_model_missing"]

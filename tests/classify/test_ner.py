@@ -20,7 +20,6 @@ pytest.importorskip(
 )
 
 import spacy
-from structlog.testing import capture_logs
 
 from aegis_proxy import AegisLLMProxy, LLMTask
 from aegis_proxy.classify.detector import PiiDetector
@@ -30,6 +29,7 @@ from aegis_proxy.config.sections import PrivacyConfig
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.runtime import build_runtime
 from tests.conftest import Rig
+from tests.logcapture import capture_events
 
 CRITICAL = LLMTask(task_type="extraction", quality="critical", complexity="high")
 NAME, PLACE = "Margarethe Okonkwo", "Lisbon"
@@ -176,7 +176,7 @@ async def test_no_name_or_place_reaches_the_logs(
     """Neither our structlog events nor Presidio's and spaCy's stdlib logs hold a name or place."""
     caplog.set_level(logging.DEBUG)
     messages = [{"role": "user", "content": f"Draft a letter to {NAME}, who lives in {PLACE}."}]
-    with capture_logs() as logs:
+    with capture_events() as logs:
         async with _proxy(rig, pipeline, "injected") as proxy:
             await proxy.acompletion(messages, CRITICAL)
     assert any(event["event"] == "ner_backend_loaded" for event in logs)

@@ -73,7 +73,8 @@ def test_demo_keeps_personal_data_local_and_says_why(
     first = ledger_rows(ledger)[0]
     assert (first["provider"], first["contains_pii"]) == ("local_model", 1)
     assert "personal data (EMAIL, PHONE): local providers only" in output
-    assert "kept away from: openai, ollama_cloud" in output
+    assert "1. openai (personal data): kept away: not a local provider" in output
+    assert "1. ollama_cloud (personal data): kept away: not a local provider" in output
     assert first["privacy_action"] == "route_local"
     assert "proof: no row with contains_pii = 1 reached a non-local provider" in output
 
@@ -88,7 +89,7 @@ def test_demo_budget_runs_out_mid_way(demo_run: tuple[str, FakeProviderServer, P
     assert providers == ["simulated_cloud"] * cloud + ["local_model"] * (len(providers) - cloud)
     assert sum(r["cost_micros"] for r in report) <= 2000  # the $0.002 monthly budget
     assert "simulated_cloud (budget used up)" in output
-    assert "simulated_cloud budget_exceeded: budget of simulated_cloud" in output
+    assert "simulated_cloud (budget used up): budget of simulated_cloud" in output
 
 
 def test_demo_prints_answers_stream_and_ledger_report(
@@ -101,6 +102,48 @@ def test_demo_prints_answers_stream_and_ledger_report(
     assert "provider         month    requests" in output
     assert f"REAL SQLite file {ledger}" in output
     assert "demo finished in" in output
+
+
+def test_demo_passed_over_column_agrees_with_the_why_lines(
+    demo_run: tuple[str, FakeProviderServer, Path],
+) -> None:
+    """Every provider the routing table shows as passed over has a why line, and back."""
+    output, _, _ = demo_run
+    table, why = output.split("\nwhy:\n", 1)
+    table = table.rsplit("routing table", 1)[1]
+    why = why.split("\n\n", 1)[0]
+    header = next(line for line in table.splitlines() if line.startswith("#"))
+    start, end = header.index("passed over"), header.index("tokens")
+    cells = {line[start:end].strip() for line in table.splitlines()[3:] if line[:1].isdigit()}
+    shown = {part for cell in cells if cell != "-" for part in cell.split(", ")}
+    labelled = {line.split(": ", 1)[0].split(". ", 1)[1] for line in why.splitlines()
+                if re.match(r"\s+\d+\. \S+ \(", line)}  # fmt: skip
+    assert shown
+    assert shown == labelled
+    assert "openai (personal data)" in shown
+
+
+def test_demo_prints_library_warnings_in_its_own_format(
+    demo_run: tuple[str, FakeProviderServer, Path],
+) -> None:
+    """The budget warning shows as a demo line, not as a raw log record."""
+    output, _, _ = demo_run
+    warnings = [line for line in output.splitlines() if line.startswith("  ! ")]
+    assert any(line.startswith("  ! budget_warning: provider=simulated_cloud") for line in warnings)
+
+
+def test_demo_report_flags_and_cache_column(
+    demo_run: tuple[str, FakeProviderServer, Path],
+) -> None:
+    """The report flags the spent budget, shows '-' for the cache when it is off, and
+    counts requests in words ("1 request")."""
+    output, _, _ = demo_run
+    report = output.split("this month's ledger (aegis-proxy report):", 1)[1].split("\n\n")[1]
+    rows = {line.split()[0]: line.split() for line in report.splitlines()[1:]}
+    assert rows["simulated_cloud"][4] == "-"
+    assert rows["simulated_cloud"][-1] == "OVER" or "PROJECTED_OVER" in rows["simulated_cloud"][-1]
+    assert "(1 request," in output
+    assert "request(s)" not in output
 
 
 @pytest.mark.skipif(MISSING is not None, reason=f"LOUD: the real demo did NOT run: {MISSING}")

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from aegis_proxy.reports.render import render_export, render_summary, write_export
+from aegis_proxy.reports.render import (
+    EXPORT_COLUMNS,
+    export_record,
+    render_export,
+    render_summary,
+    write_export,
+)
 from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, BudgetLimit
 from aegis_proxy.settle.sqlite.ledger import Ledger
 from aegis_proxy.settle.summary import ProviderMonth
@@ -34,12 +40,12 @@ TABLE = """\
 provider      month    requests  errors  cache hit %  tokens in  tokens out   spend $  budget $  used %  projected $  flag
 local_ollama  2025-04       340       0         0.0%    512,000      98,000    0.0000         -       -       0.0000
 ollama_cloud  2025-04     1,500      12         0.0%  9,000,000   2,000,000  120.0000  120.0000  100.0%     120.0000  OVER
-openai        2025-04       120       3        25.0%  1,234,567      89,012   64.5001   80.0000   80.6%     129.0002  WARN"""  # noqa: E501  (the exact table, one row per line)
+openai        2025-04       120       3        25.0%  1,234,567      89,012   64.5001   80.0000   80.6%     129.0002  WARN,PROJECTED_OVER"""  # noqa: E501  (the exact table, one row per line)
 CSV = """\
-provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,cache_hits,spend_usd,budget_usd,projected_usd,share_used,warn,flag,hit_ratio
-local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0,0.0,,0.0,,False,,0.0
-ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,0,120.0,120.0,120.0,1.0,True,OVER,0.0
-openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,30,64.500123,80.0,129.000246,0.8062515375,True,WARN,0.25
+provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,cache_hits,spend_usd,budget_usd,projected_usd,share_used,warn,projected_over,flag,hit_ratio
+local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0,0.0,,0.0,,False,False,,0.0
+ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,0,120.0,120.0,120.0,1.0,True,False,OVER,0.0
+openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,30,64.500123,80.0,129.000246,0.8062515375,True,True,"WARN,PROJECTED_OVER",0.25
 """
 LIGHT_MODULES = (
     "aegis_proxy.settle.open",
@@ -53,10 +59,11 @@ LIGHT_MODULES = (
     "aegis_proxy.settle.budget",
     "aegis_proxy.reserve.money",
     "aegis_proxy.reports.render",
+    "aegis_proxy.observe.logs",
 )
 ALLOWED_IMPORTS = {
     *LIGHT_MODULES,
-    "structlog",
+    "structlog",  # observe/logs.py: inside configure_logging only
     "aegis_proxy.config",  # budget.py: under TYPE_CHECKING only, never imported at run time
     "aegis_proxy.config.providers",  # the same
     "aegis_proxy.errors",
@@ -90,7 +97,8 @@ def fill(ledger: Ledger) -> None:
 
 
 def test_summary_table_is_aligned_with_flags() -> None:
-    """The table aligns every column and flags WARN from the warn share and OVER at 100%."""
+    """The table aligns every column and flags WARN from the warn share, OVER at 100% and
+    PROJECTED_OVER when the month-end projection passes the budget."""
     assert render_summary(ROWS, "table") == TABLE
 
 
@@ -104,7 +112,8 @@ def test_summary_json_is_exact() -> None:
     [local, cloud, openai] = json.loads(render_summary(ROWS, "json"))
     assert openai == ROWS[2].to_dict()
     assert (openai["spend_micros"], openai["spend_usd"]) == (64_500_123, 64.500123)
-    assert (openai["share_used"], openai["warn"], openai["flag"]) == (0.8062515375, True, "WARN")
+    assert (openai["share_used"], openai["warn"]) == (0.8062515375, True)
+    assert (openai["projected_over"], openai["flag"]) == (True, "WARN,PROJECTED_OVER")
     assert (cloud["share_used"], cloud["flag"]) == (1.0, "OVER")
     assert (local["budget_usd"], local["share_used"], local["flag"]) == (None, None, "")
     assert (openai["cache_hits"], openai["hit_ratio"]) == (30, 0.25)
@@ -160,23 +169,24 @@ def test_export_has_every_row_of_the_month_only(tmp_path: Path) -> None:
 
 
 def test_export_renders_as_csv_and_json(tmp_path: Path) -> None:
-    """CSV has a header and one line per row; JSON parses back to the rows."""
+    """CSV has the export columns and one line per row; JSON parses back to export records."""
     with Ledger(tmp_path / "ledger.db") as ledger:
         fill(ledger)
         rows = list(ledger.export_rows("2025-04"))
     parsed = list(csv.DictReader(io.StringIO(render_export(rows, "csv"))))
     assert [line["request_id"] for line in parsed] == [row["request_id"] for row in rows]
-    assert list(parsed[0]) == list(rows[0])
-    assert json.loads(render_export(rows, "json")) == rows
+    assert list(parsed[0]) == list(EXPORT_COLUMNS)
+    assert json.loads(render_export(rows, "json")) == [export_record(row) for row in rows]
 
 
 def test_streaming_export_counts_rows_and_handles_empty_months() -> None:
-    """write_export returns the row count; an empty month is '[]' in JSON and '' in CSV."""
+    """write_export returns the row count; an empty month is '[]' in JSON and the header
+    alone in CSV."""
     out = io.StringIO()
     assert write_export(iter([{"id": 1}, {"id": 2}]), "json", out) == 2
-    assert out.getvalue() == '[\n{"id": 1},\n{"id": 2}\n]\n'
+    assert [row["id"] for row in json.loads(out.getvalue())] == [1, 2]
     assert render_export([], "json") == "[]\n"
-    assert render_export([], "csv") == ""
+    assert render_export([], "csv") == ",".join(EXPORT_COLUMNS) + "\n"
 
 
 def test_unknown_formats_are_rejected() -> None:

@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from structlog.testing import capture_logs
 
 from aegis_proxy.errors import BudgetExceededError
 from aegis_proxy.settle import budget as rules
 from aegis_proxy.settle.records import AttemptOutcome, BudgetLimit
 from aegis_proxy.settle.sqlite.ledger import Ledger
+from tests.logcapture import capture_events
 from tests.settle.race import CALLS_PER_PROCESS, NOW, RESERVATION, run_race, start
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def test_unbudgeted_provider_is_recorded_without_a_check(tmp_path: Path) -> None
 def test_warning_is_logged_once_past_the_warn_share(tmp_path: Path) -> None:
     """Reaching 80% of a budget logs budget_warning once per provider and period."""
     budget = BudgetLimit(monthly_micros=10_000, warn_share=0.8)
-    with Ledger(tmp_path / "ledger.db") as ledger, capture_logs() as logs:
+    with Ledger(tmp_path / "ledger.db") as ledger, capture_events() as logs:
         ledger.reserve(start("a", "warned_once"), 7000, budget, NOW)
         assert logs == []
         ledger.reserve(start("b", "warned_once"), 1000, budget, NOW)
@@ -134,7 +134,7 @@ def test_warning_is_logged_once_past_the_warn_share(tmp_path: Path) -> None:
 def test_settle_over_the_reservation_warns(tmp_path: Path) -> None:
     """A cost above its reservation is logged, and so is the warn share it crosses."""
     budget = BudgetLimit(monthly_micros=10_000, daily_micros=100_000, warn_share=0.8)
-    with Ledger(tmp_path / "ledger.db") as ledger, capture_logs() as logs:
+    with Ledger(tmp_path / "ledger.db") as ledger, capture_events() as logs:
         row_id = ledger.reserve(start("a", "underestimated"), 5000, budget, NOW)
         ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=9000), NOW)
     assert [log["event"] for log in logs] == ["cost_exceeded_reservation", "budget_warning"]

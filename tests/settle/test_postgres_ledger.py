@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from aegis_proxy import AegisLLMProxy, LLMTask
 from aegis_proxy.config import load_config
@@ -42,6 +41,7 @@ from aegis_proxy.settle.records import (
     PrivacyRefusal,
 )
 from aegis_proxy.settle.sqlite.migrations import MIGRATIONS
+from tests.logcapture import capture_events
 from tests.settle.race import run_race
 
 if TYPE_CHECKING:
@@ -436,7 +436,7 @@ def test_warning_once_past_the_warn_share(target: str) -> None:
     """Reaching 80% of a budget logs budget_warning once per provider and period."""
     provider = f"warned_{uuid.uuid4().hex[:8]}"  # the once-only memory is per process
     budget = BudgetLimit(monthly_micros=10_000, warn_share=0.8)
-    with open_ledger(target) as ledger, capture_logs() as logs:
+    with open_ledger(target) as ledger, capture_events() as logs:
         ledger.reserve(start("a", provider), 7000, budget, NOW)
         ledger.reserve(start("b", provider), 1000, budget, NOW)
         ledger.reserve(start("c", provider), 1000, budget, NOW)
@@ -642,7 +642,7 @@ def test_close_with_the_database_still_away_raises(relay: Relay, pg_url: str) ->
     ledger = outage_ledger(relay.url(pg_url), close_timeout_s=0.3)
     relay.cut()
     ledger.reserve(local("stuck"), 0, None, NOW)
-    with capture_logs() as logs, pytest.raises(LedgerUnavailableError) as caught:
+    with capture_events() as logs, pytest.raises(LedgerUnavailableError) as caught:
         ledger.close()
     assert (caught.value.operation, caught.value.queued_rows) == ("close", 1)
     assert "1 queued rows could not be written" in caught.value.problem
@@ -657,7 +657,7 @@ def test_ledger_opened_while_the_database_is_away(pg_url: str) -> None:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     url = pg_url.replace(":5432/", f":{closed_port}/")
-    with capture_logs() as logs:
+    with capture_events() as logs:
         ledger = outage_ledger(url, close_timeout_s=0.2, max_queued_rows=2)
     assert [log["event"] for log in logs] == ["ledger_unavailable"]
     assert not ledger.available

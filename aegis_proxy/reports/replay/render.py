@@ -33,6 +33,8 @@ def _table(sim: Simulation) -> Iterator[str]:
     yield f"simulate {sim.config} on {sim.source} ({', '.join(sim.months) or 'no requests'})"
     for name, reason in sim.unavailable.items():
         yield f"  {name} treated as unavailable: {reason}"
+    if sim.unavailable:
+        yield "  (--assume-available counts every provider as up)"
     names = set(sim.budgets) | set(projected.served)
     names |= set(actual.served) | set(actual.spend_micros) if actual else set()
     head = ["provider", "budget $"]
@@ -70,13 +72,18 @@ def _summary_rows(actual: Tally | None, projected: Tally) -> list[list[str]]:
 
 
 def _aligned(rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    """Columns padded to their widest cell: names and times to the left, numbers right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {0} | {i for i, name in enumerate(rows[0]) if name in _TEXT_COLUMNS}
     for row in rows:
         cells = [
-            row[0].ljust(widths[0]),
-            *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+            cell.ljust(width) if i in left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         yield "  ".join(cells).rstrip()
+
+
+_TEXT_COLUMNS = frozenset({"first refusal"})
 
 
 def _money(micros: int) -> str:

@@ -17,9 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-import structlog
-
 from aegis_proxy.errors import LedgerUnavailableError
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 Written = list[tuple["Entry", int]]
 _FLUSH_BATCH = 200
-_log = structlog.get_logger("aegis_proxy.ledger")
+_log = get_logger("aegis_proxy.ledger")
 
 
 class Availability:

@@ -33,10 +33,10 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
-import structlog
 from psycopg import IsolationLevel
 
 from aegis_proxy.errors import LedgerError, LedgerUnavailableError
+from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle import budget as rules
 from aegis_proxy.settle.postgres import queries as q
 from aegis_proxy.settle.postgres import rows
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 T = TypeVar("T")
-_log = structlog.get_logger("aegis_proxy.ledger")
+_log = get_logger("aegis_proxy.ledger")
 
 
 class PostgresLedger:

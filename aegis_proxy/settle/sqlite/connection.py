@@ -26,9 +26,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import structlog
-
 from aegis_proxy.errors import LedgerError
+from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -45,15 +44,17 @@ CHECKPOINT_IDLE_S = 0.25
 CHECKPOINT_INTERVAL_S = 0.5
 """How often the checkpoint thread looks for such a pause."""
 
-log = structlog.get_logger("aegis_proxy.ledger")
+log = get_logger("aegis_proxy.ledger")
 
 
 class SQLiteConnection:
     """A WAL-mode connection to ``path`` that runs work under a lock, retrying while busy."""
 
-    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float, *, read_only: bool = False) -> None:
         self.path = path
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
+        """Opened with ``mode=ro``: an existing file only, nothing created, writes refused."""
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = self._connect()
         self._checkpointer = Checkpointer(path, weakref.ref(self))
@@ -73,6 +74,8 @@ class SQLiteConnection:
 
     def write(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction, retried while locked."""
+        if self.read_only:
+            raise LedgerError(operation, f"{self.path} is open read-only")
         deadline = time.monotonic() + self.busy_timeout_s
         conn = self._acquire(operation, deadline)
         try:
@@ -101,6 +104,8 @@ class SQLiteConnection:
             raise LedgerError(operation, str(exc)) from exc
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -122,6 +127,18 @@ class SQLiteConnection:
             conn.close()
             raise
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection: a missing file is an error, never a new empty ledger."""
+        if not self.path.is_file():
+            raise LedgerError("open", f"{self.path}: no such ledger file")
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            return sqlite3.connect(
+                uri, uri=True, timeout=self.busy_timeout_s, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise LedgerError("open", f"{self.path}: {exc}") from exc
 
     def _acquire(self, operation: str, deadline: float) -> sqlite3.Connection:
         """Take the connection, waiting for other threads no longer than allowed."""

@@ -49,7 +49,7 @@ from aegis_proxy.settle.records import (
 )
 from aegis_proxy.settle.sqlite import queries as sql
 from aegis_proxy.settle.sqlite.connection import SQLiteConnection
-from aegis_proxy.settle.sqlite.migrations import apply_migrations
+from aegis_proxy.settle.sqlite.migrations import MIGRATIONS, apply_migrations
 from aegis_proxy.settle.sqlite.queries import rebuild_usage
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
 
@@ -75,6 +75,7 @@ class Ledger:
         *,
         reservation_ttl_s: float = 900.0,
         busy_timeout_s: float = 10.0,
+        read_only: bool = False,
     ) -> None:
         if reservation_ttl_s <= 0 or busy_timeout_s < 0:
             raise ValueError("reservation_ttl_s must be > 0 and busy_timeout_s >= 0")
@@ -85,9 +86,12 @@ class Ledger:
         self._warned = rules.WarnedPeriods()
         self._budgets: dict[str, BudgetLimit] = {}
         self._next_pid_sweep = 0.0
-        self._db = SQLiteConnection(self.path, busy_timeout_s)
+        self._db = SQLiteConnection(self.path, busy_timeout_s, read_only=read_only)
         try:
-            self._db.write("open", self._migrate_and_sweep)
+            if read_only:
+                self._db.read("open", self._check_schema)
+            else:
+                self._db.write("open", self._migrate_and_sweep)
         except BaseException:
             self.close()
             raise
@@ -229,6 +233,18 @@ class Ledger:
     def _migrate_and_sweep(self, conn: sqlite3.Connection) -> None:
         apply_migrations(conn, iso(utc(None)))
         self._sweep_dead_pids(conn)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> list[str]:
+        """The migrations the file lacks: none, or ``LedgerError`` (a read-only open)."""
+        try:
+            done = {name for (name,) in conn.execute("SELECT name FROM _migrations")}
+        except sqlite3.OperationalError:
+            raise LedgerError("open", f"{self.path} is not an aegis_proxy ledger") from None
+        missing = [name for name, _ in MIGRATIONS if name not in done]
+        if missing:
+            problem = f"{self.path} predates migration {missing[0]}: open it once with the proxy"
+            raise LedgerError("open", problem)
+        return missing
 
     def _expire_stale(self, conn: sqlite3.Connection, provider: str, unix: float) -> None:
         rows = conn.execute(sql.STALE, (unix, provider)).fetchall()
