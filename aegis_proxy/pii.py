@@ -46,6 +46,7 @@ from aegis_proxy.pii_custom import Recognizer as Recognizer
 from aegis_proxy.pii_fold import fold as fold
 from aegis_proxy.pii_patterns import PASSES
 from aegis_proxy.pii_scan import Scan
+from aegis_proxy.pii_windows import find_windows
 from aegis_proxy.pii_walk import (
     MAX_DECODE_DEPTH,
     SKIPPED_KEYS,
@@ -61,6 +62,7 @@ _PRIORITY = (
     "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN", "IP_ADDRESS",
     "PHONE", "DATE_OF_BIRTH", "ID_NUMBER", "STREET_ADDRESS",
 )  # fmt: skip
+_PASSES = (*PASSES, (frozenset({"CREDIT_CARD", "US_SSN", "PHONE"}), True, find_windows))
 ENTITY_TYPES = frozenset(_PRIORITY)
 """Every entity type the detector knows; overlapping matches keep the earlier one here."""
 _RANK = {name: rank for rank, name in enumerate(_PRIORITY)}
@@ -109,7 +111,7 @@ class PiiDetector:
             known = ", ".join(sorted(ENTITY_TYPES))
             raise ValueError(f"unknown PII entity type(s) {sorted(unknown)}; known: {known}")
         self.entities = chosen
-        self._passes = tuple((digit, run) for types, digit, run in PASSES if types & chosen)
+        self._passes = tuple((digit, run) for types, digit, run in _PASSES if types & chosen)
         allow = tuple(allow)
         self._allow = AllowList(allow) if allow else None
         self._recognizers = tuple(CompiledRecognizer(recognizer) for recognizer in recognizers)

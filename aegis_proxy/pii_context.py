@@ -56,6 +56,12 @@ _CONTEXT_WORDS = {
     "ssn": "ssn, social security",
     "phone": "phone, tel, telephone, téléphone, telefon, telefono, teléfono, mobile, mobil, cell,"
     " cellphone, fax, whatsapp, handy, portable, móvil, llámame, chiamami, appelez, anrufen",
+    "call": "call, calls, called, calling, ring, ringing, reach, reached, reachable, text, texts,"
+    " texting, message, messages, sms, answer, answers, answering, contact, dial, voicemail,"
+    " signal, telegram, viber, anruf, ruf, rufen, erreichbar, erreichen, simsen, appelle,"
+    " appeler, appelez-moi, joindre, joignable, rappeler, rappelez, llama, llamar, llámeme,"
+    " llamame, marca, marcar, contactar, escríbeme, chiama, chiamare, chiamatemi, contattami,"
+    " scrivimi, bel, bellen, belt, ligue, ligar, liga, ligue-me, contacto, contato",
     "id": "passport, passeport, reisepass, pasaporte, passaporto, id number, id no, id nr, id card,"
     " id-nr, id-card, id#, identity, identification, identité, identidad, national id, tax id,"
     " tax number, taxpayer, tin, driver's license, drivers license, driver license,"
@@ -79,6 +85,16 @@ CONTEXT = {  # per kind of candidate: a date needs only the (cheaper) birth word
     for kind, family in _CONTEXT_OF_KIND.items()
 }
 CONTEXT_BEFORE, CONTEXT_AFTER = 32, 16  # "date of birth (as on file): 1985-03-14 (DOB)"
+_FILLERS = (
+    "me us him her them back on at to via under or the my our his their number no nr num is"
+    " anytime please pls directly now today tomorrow later instead also au le al am an unter"
+    " op a ao su auf mich uns moi nous me mi ci"
+)
+CALL_JUST_BEFORE = re.compile(  # "call me on", "no answer at", "texts to": then the number
+    f"(?<![^\\W\\d_])(?:{trie(w for w, f in CONTEXT_FAMILY.items() if f == 'call')})"
+    f"(?:[ \\t]+(?:{trie(_FILLERS.split())})\\.?){{0,4}}[ \\t]*[:#]?[ \\t]*\\(?\\Z"
+)
+"""A conversational word, a few small words, then the number: short local numbers count."""
 ID_WORDS = re.compile(
     trie(
         word.encode("ascii", "replace").translate(WORDS_TABLE).decode()
@@ -168,8 +184,15 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
             scan.add("US_SSN", start, end)
         elif "phone" in near and 7 <= len(found) <= 15:
             scan.add("PHONE", start, end)
+        elif "call" in near and 7 <= len(found) <= 15 and _call_just_before(text, start):
+            scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:
             scan.add("ID_NUMBER", start, end)
+
+
+def _call_just_before(text: str, start: int) -> bool:
+    window = text[max(0, start - CONTEXT_BEFORE - 16) : start].lower()
+    return CALL_JUST_BEFORE.search(window) is not None
 
 
 def _date_end(text: str, start: int) -> int | None:

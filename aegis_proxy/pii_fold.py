@@ -13,6 +13,9 @@ What must always hold:
 - ``Folded.original(pos)`` maps any position of the folded text to the position in the
   original text of the character it came from; a combining mark stays with its base
   letter, so a cluster is folded as a whole and never split;
+- every Unicode space (no-break, narrow no-break, thin, ideographic, line separator...)
+  is an ASCII space, except between two digits, where it is dropped: "4111\u00a01111" and
+  "41\u202f11 1111" are one digit group, as a reader sees them;
 - ASCII text is returned as it is, at the cost of one ``isascii`` call: the fast path.
 """
 
@@ -34,7 +37,11 @@ _INVISIBLE = frozenset(
 )
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63")
 _DOTS = frozenset("\u3002\uff61")  # ideographic full stops: IDNA reads them as "."
-_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES | _DOTS)) + r"]|\d")
+_SPACES = frozenset(
+    "\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES | _DOTS | _SPACES)) + r"]|\d")
 _NON_ASCII_RUN = re.compile(rb"\?+")  # over text.encode("ascii", "replace")
 
 
@@ -88,12 +95,24 @@ def fold(text: str) -> Folded:
             continue
         builder.add(text[pos:start], pos)
         for origin, cluster in _clusters(chunk, start):
+            if cluster in _SPACES and _between_digits(text, origin):
+                continue  # a space inside a digit group: "41\u00a011 1111 1111 1111"
             builder.add(_fold_cluster(cluster), origin)
         pos = end
     if pos == 0:
         return Folded(text)
     builder.add(text[pos:], pos)
     return builder.build()
+
+
+def _between_digits(text: str, index: int) -> bool:
+    """Whether the run of Unicode spaces around ``index`` has a digit on both sides."""
+    before, after = index - 1, index + 1
+    while before >= 0 and text[before] in _SPACES:
+        before -= 1
+    while after < len(text) and text[after] in _SPACES:
+        after += 1
+    return before >= 0 and after < len(text) and text[before].isdigit() and text[after].isdigit()
 
 
 def _clusters(chunk: str, offset: int) -> Iterator[tuple[int, str]]:
@@ -114,7 +133,7 @@ def _fold_cluster(cluster: str) -> str:
 def _fold_char(char: str) -> str:
     if char.isascii():
         return char
-    if char in _DASHES or char in _DOTS:
-        return "-" if char in _DASHES else "."
+    if char in _DASHES or char in _DOTS or char in _SPACES:
+        return "-" if char in _DASHES else "." if char in _DOTS else " "
     digit = unicodedata.decimal(char, None)
     return char if digit is None else str(digit)

@@ -1,0 +1,183 @@
+"""Cards, SSNs and phones inside any run of digit groups, whatever stands next to them.
+
+Why it exists: the digit-run pass (``pii_patterns.find_numbers``) reads a number from the
+start of each group with fixed separators. A value can hide behind a neighbour that
+merges into its run ("Ref 2024_4111_1111_1111_1111"), behind separators people type
+(tab, newline, comma, underscore, ``*``, ``/``, several spaces), or in a length no fixed
+pattern expects (Maestro from 12 digits, JCB and UATP at 15). This pass splits each run at
+every boundary between groups and validates every window of groups: Luhn and the IIN
+tables for cards, the SSA rules for SSNs, the national phone formats on a copy of the
+window whose separators are made plain.
+
+What must always hold:
+- a window counts as a card only with a valid Luhn sum and either a known issuer for its
+  length (``card_valid``, with a usual grouping and one separator throughout) or a card
+  word (``CARD_WORDS``) within ``CARD_BEFORE`` characters before the run or
+  ``CARD_AFTER`` after it; so order numbers and number lists do not become cards;
+- an SSN window is exactly 3-2-4 digits with the same separator twice and passes the
+  SSA rules; a phone window must pass the same patterns and checks as in ``find_numbers``;
+- runs are found with one possessive search over ``Scan.shape`` needing nine digits, so
+  prose pays one fast search; the work per run is bounded by 19 digits per window.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+
+from aegis_proxy.pii_checksums import card_plausible, card_valid, ssn_valid
+from aegis_proxy.pii_patterns import NUMBER_VALUE, number_span
+from aegis_proxy.pii_scan import Scan, trie
+
+RUN_SHAPE = re.compile(rb"0(?<![Aa0]0)(?:[ \t\n\r,_*/.\-]{0,3}+0){8,}+")
+"""Nine digits or more, in groups with up to three separator bytes between them."""
+_GROUP = re.compile(rb"0+")
+_RUN_BYTES = frozenset(b"0 \t\n\r,_*/.-")
+_ODD_GAPS = (b"0\t", b"0\n", b"0_0", b"0*", b"0,0000", b"0, 0000", b"0   ")
+"""Where a digit meets a separator that ``find_numbers`` does not read (literal searches)."""
+_CARD_WORDS = (
+    "card cards credit debit visa mastercard master amex american express discover diners"
+    " jcb maestro unionpay union pay uatp mir rupay cc ccn pan cvv cvc exp expiry expires"
+    " expiration karte kreditkarte kartennummer carte bancaire tarjeta carta kaart"
+    " creditcard cartão cartao payment pay paid charge charged billing"
+)
+CARD_WORDS = re.compile(f"(?<![^\\W\\d_])(?:{trie(_CARD_WORDS.split())})(?![^\\W\\d_])")
+CARD_BEFORE, CARD_AFTER = 40, 24
+MAX_GROUPS = 10
+"""Groups one card window may span: "41 11 11 11 11 11 11 11" is eight."""
+_PLAIN = frozenset((" ", "-", ".", "/"))  # separators the phone patterns already read
+_ODD = frozenset("\t\n\r_*")
+_FIRM = frozenset({"CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "PHONE"})
+"""Values found by earlier passes whose digits need no second look."""
+
+
+def find_windows(scan: Scan) -> None:
+    runs = scan.runs + _odd_runs(scan.shape)
+    if not runs:
+        return
+    covered = sorted((start, end) for kind, start, end in scan.found if kind in _FIRM)
+    for start, end in sorted(set(runs)):
+        if _inside(covered, start, end):
+            continue  # nearly always: the run is one value found already
+        groups = [
+            group.span()
+            for group in _GROUP.finditer(scan.shape, start, end)
+            if not _inside(covered, *group.span())
+        ]
+        for part in _parts(groups):
+            _window_part(scan, part)
+
+
+def _odd_runs(shape: bytes) -> list[tuple[int, int]]:
+    """Runs of 9+ digits joined by a separator the digit-run pass does not read."""
+    runs: list[tuple[int, int]] = []
+    resume = 0
+    for gap in _ODD_GAPS:
+        hit = shape.find(gap)
+        while hit != -1:
+            if hit >= resume:
+                start = hit
+                while start > 0 and shape[start - 1] in _RUN_BYTES and hit - start < 64:
+                    start -= 1
+                run = RUN_SHAPE.search(shape, start, hit + 96)
+                if run and run.start() <= hit < run.end():
+                    runs.append(run.span())
+                    resume = run.end()
+            hit = shape.find(gap, hit + 1)
+        resume = 0
+    return runs
+
+
+def _window_part(scan: Scan, groups: list[tuple[int, int]]) -> None:
+    start, end = groups[0][0], groups[-1][1]
+    if sum(group_end - group_start for group_start, group_end in groups) >= 12:
+        _cards(scan, groups, start, end)
+    _ssns(scan, groups)
+    if any(char in _ODD for char in scan.text[start:end]) or "  " in scan.text[start:end]:
+        _phones(scan, groups)
+
+
+def _inside(covered: list[tuple[int, int]], start: int, end: int) -> bool:
+    """Whether ``[start, end)`` lies inside a value found already."""
+    index = bisect_right(covered, (start, 1 << 62)) - 1
+    return index >= 0 and covered[index][0] <= start and end <= covered[index][1]
+
+
+def _parts(groups: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """The groups split where a found value (or a wide gap) stood between them."""
+    parts: list[list[tuple[int, int]]] = []
+    for group in groups:
+        if parts and group[0] - parts[-1][-1][1] <= 3:
+            parts[-1].append(group)
+        else:
+            parts.append([group])
+    return [part for part in parts if sum(end - start for start, end in part) >= 9]
+
+
+def _cards(scan: Scan, groups: list[tuple[int, int]], start: int, end: int) -> None:
+    text, windows = scan.text, []
+    near = _card_word_near(text, start, end)
+    for first, (begin, finish) in enumerate(groups):
+        if not near and not 4 <= finish - begin <= 8:
+            continue  # without a card word, a card starts with a group of 4-8 digits
+        number, separators, layout = "", set(), True
+        for last in range(first, min(len(groups), first + MAX_GROUPS)):
+            group_start, group_end = groups[last]
+            if last > first:
+                separators.add(text[groups[last - 1][1] : group_start])
+                layout = layout and 3 <= group_end - group_start <= 8 and len(separators) == 1
+            number += text[group_start:group_end]
+            if len(number) > 19 or not (layout or near):
+                break
+            if len(number) >= 12 and card_plausible(number):
+                plain = layout and card_valid(number)
+                if plain or near:
+                    windows.append((not plain, -len(number), begin, group_end))
+    taken: list[tuple[int, int]] = []
+    for _, _, begin, finish in sorted(windows):
+        if all(finish <= other[0] or begin >= other[1] for other in taken):
+            taken.append((begin, finish))
+            scan.add("CREDIT_CARD", begin, finish)
+
+
+def _card_word_near(text: str, start: int, end: int) -> bool:
+    window = text[max(0, start - CARD_BEFORE) : start].lower() + "\n" + text[end : end + CARD_AFTER]
+    return CARD_WORDS.search(window.lower()) is not None
+
+
+def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> None:
+    text = scan.text
+    for index in range(len(groups) - 2):
+        (a0, a1), (b0, b1), (c0, c1) = groups[index : index + 3]
+        if (a1 - a0, b1 - b0, c1 - c0) != (3, 2, 4) or text[a0 - 1 : a0] == "+":
+            continue
+        first, second = text[a1:b0], text[b1:c0]
+        if first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ","):
+            if ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
+                scan.add("US_SSN", a0, c1)
+
+
+def _phones(scan: Scan, groups: list[tuple[int, int]]) -> None:
+    """Phone patterns on a copy of the run whose odd separators became one space."""
+    text = scan.text
+    begin = groups[0][0]
+    if text[begin - 1 : begin] in ("+", "("):
+        begin -= 1
+    pieces, origins = [], []  # the plain copy, and where each of its characters came from
+    if begin < groups[0][0]:
+        pieces.append(text[begin])
+        origins.append(begin)
+    for index, (start, end) in enumerate(groups):
+        if index:
+            separator = text[groups[index - 1][1] : start]
+            plain = separator if separator in _PLAIN else " "
+            pieces.append(plain)
+            origins.extend([groups[index - 1][1]] * len(plain))
+        pieces.append(text[start:end])
+        origins.extend(range(start, end))
+    copy = "".join(pieces)
+    starts = [0] + [i + 1 for i, char in enumerate(copy) if char == " " and i + 1 < len(copy)]
+    for pos in starts:
+        value = NUMBER_VALUE.match(copy, pos)
+        if value and value.lastgroup in ("intl", "national") and (span := number_span(value)):
+            scan.add("PHONE", origins[span[0]], origins[span[1] - 1] + 1)
