@@ -44,9 +44,9 @@ from aegis_proxy.pii_custom import AllowList as AllowList
 from aegis_proxy.pii_custom import CompiledRecognizer
 from aegis_proxy.pii_custom import Recognizer as Recognizer
 from aegis_proxy.pii_fold import fold as fold
+from aegis_proxy.pii_join import base64_texts, seams, text_parts
 from aegis_proxy.pii_patterns import PASSES
 from aegis_proxy.pii_scan import Scan
-from aegis_proxy.pii_windows import find_windows
 from aegis_proxy.pii_walk import (
     MAX_DECODE_DEPTH,
     SKIPPED_KEYS,
@@ -54,6 +54,7 @@ from aegis_proxy.pii_walk import (
     without_base64_payload,
 )
 from aegis_proxy.pii_walk import iter_strings as iter_strings
+from aegis_proxy.pii_windows import find_windows
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -141,19 +142,58 @@ class PiiDetector:
         counts: Counter[str] = Counter()
         for text in iter_strings(messages, SKIPPED_KEYS):
             counts.update(self._count(text, 0))
+        counts.update(self.scan_across(text_parts(messages)))
         return PiiReport(MappingProxyType(dict(counts)))
+
+    def scan_across(self, parts: Sequence[str]) -> Counter[str]:
+        """The values that cross a seam between neighbouring strings of ``parts``, in order.
+
+        ``parts`` are the text parts of one message, or of consecutive messages, in the
+        order a reader meets them; a value wholly inside one part is not counted here.
+        """
+        counts: Counter[str] = Counter()
+        for tail, head, readings in seams(parts):
+            seam_counts: Counter[str] = Counter()
+            sides: tuple[list[PiiMatch], list[PiiMatch]] | None = None
+            for joined, seam_start, seam_end in readings:
+                crossing = [
+                    match
+                    for match in self.scan_text(joined)
+                    if match.start < seam_start and match.end > seam_end
+                ]
+                if crossing and sides is None:  # values wholly inside one side are no news
+                    sides = (self.scan_text(tail), self.scan_text(head))
+                inside = _spans(sides, seam_end)
+                seam_counts |= Counter(
+                    match.entity_type
+                    for match in crossing
+                    if not any(start < match.end and match.start < end for start, end in inside)
+                )
+            counts.update(seam_counts)
+        return counts
 
     def _count(self, text: str, depth: int) -> Counter[str]:
         """Counts in ``text``, or in a decoded view of it (JSON, URL, HTML) if higher."""
         text = without_base64_payload(text)
         counts = Counter(match.entity_type for match in self.scan_text(text))
         if depth < MAX_DECODE_DEPTH:
-            for view in decoded_views(text):
+            for view in (*decoded_views(text), base64_texts(text)):
                 view_counts: Counter[str] = Counter()
                 for part in view:
                     view_counts.update(self._count(part, depth + 1))
                 counts |= view_counts
         return counts
+
+
+def _spans(
+    sides: tuple[list[PiiMatch], list[PiiMatch]] | None, shift: int
+) -> list[tuple[int, int]]:
+    """The spans of the values inside the tail and the head, in the joined text's offsets."""
+    if sides is None:
+        return []
+    return [(m.start, m.end) for m in sides[0]] + [
+        (m.start + shift, m.end + shift) for m in sides[1]
+    ]
 
 
 def _resolve(found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

@@ -22,7 +22,6 @@ from functools import lru_cache
 
 from aegis_proxy.pii_scan import digits
 
-
 # -- cards ----------------------------------------------------------------------------------
 _DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
 
@@ -49,7 +48,9 @@ _NETWORKS = (  # IIN ranges (ISO/IEC 7812 numbering, the networks' published tab
     ("6304", "6304", "12 13 14 15 16 17 18 19"), ("6759", "6759", "12 13 14 15 16 17 18 19"),
     ("6761", "6763", "12 13 14 15 16 17 18 19"),  # Maestro
 )  # fmt: skip
-NETWORK_PREFIXES = tuple((low, high, frozenset(map(int, sizes.split()))) for low, high, sizes in _NETWORKS)
+NETWORK_PREFIXES = tuple(
+    (low, high, frozenset(map(int, sizes.split()))) for low, high, sizes in _NETWORKS
+)
 """(lowest prefix, highest prefix, the lengths the network issues) for each known IIN range."""
 
 

@@ -182,9 +182,9 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         found = digits(text[start:end])
         if "ssn" in near and len(found) == 9 and ssn_valid(found):
             scan.add("US_SSN", start, end)
-        elif "phone" in near and 7 <= len(found) <= 15:
-            scan.add("PHONE", start, end)
-        elif "call" in near and 7 <= len(found) <= 15 and _call_just_before(text, start):
+        elif 7 <= len(found) <= 15 and (
+            "phone" in near or ("call" in near and _call_just_before(text, start))
+        ):
             scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:
             scan.add("ID_NUMBER", start, end)

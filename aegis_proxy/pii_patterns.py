@@ -239,9 +239,9 @@ def _iban_at(scan: Scan, start: int) -> None:
     if text[start - 1 : start].isalnum():
         return
     length = IBAN_LENGTHS.get(text[start : start + 2].upper())
-    if length and (body := _iban_body(length).match(text, start)):
-        if iban_valid(_NOT_ALNUM.sub("", body.group())):
-            scan.add("IBAN", *body.span())
+    body = _iban_body(length).match(text, start) if length else None
+    if body and iban_valid(_NOT_ALNUM.sub("", body.group())):
+        scan.add("IBAN", *body.span())
 
 
 def _iban_body(length: int) -> re.Pattern[str]:

@@ -152,9 +152,9 @@ def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> None:
         if (a1 - a0, b1 - b0, c1 - c0) != (3, 2, 4) or text[a0 - 1 : a0] == "+":
             continue
         first, second = text[a1:b0], text[b1:c0]
-        if first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ","):
-            if ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
-                scan.add("US_SSN", a0, c1)
+        same = first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ",")
+        if same and ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
+            scan.add("US_SSN", a0, c1)
 
 
 def _phones(scan: Scan, groups: list[tuple[int, int]]) -> None:
