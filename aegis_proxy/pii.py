@@ -44,7 +44,7 @@ from aegis_proxy.pii_custom import AllowList as AllowList
 from aegis_proxy.pii_custom import CompiledRecognizer
 from aegis_proxy.pii_custom import Recognizer as Recognizer
 from aegis_proxy.pii_fold import fold as fold
-from aegis_proxy.pii_join import base64_texts, seams, text_parts
+from aegis_proxy.pii_join import base64_texts, could_cross, seams, text_parts
 from aegis_proxy.pii_patterns import PASSES
 from aegis_proxy.pii_scan import Scan
 from aegis_proxy.pii_walk import (
@@ -153,6 +153,8 @@ class PiiDetector:
         """
         counts: Counter[str] = Counter()
         for tail, head, readings in seams(parts):
+            if not could_cross(tail, head):
+                continue
             seam_counts: Counter[str] = Counter()
             sides: tuple[list[PiiMatch], list[PiiMatch]] | None = None
             for joined, seam_start, seam_end in readings:

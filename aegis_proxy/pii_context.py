@@ -56,7 +56,7 @@ _CONTEXT_WORDS = {
     "ssn": "ssn, social security",
     "phone": "phone, tel, telephone, téléphone, telefon, telefono, teléfono, mobile, mobil, cell,"
     " cellphone, fax, whatsapp, handy, portable, móvil, llámame, chiamami, appelez, anrufen",
-    "call": "call, calls, called, calling, ring, ringing, reach, reached, reachable, text, texts,"
+    "call": "call, calls, called, calling, ring, ringing, reach, reachable, text, texts,"
     " texting, message, messages, sms, answer, answers, answering, contact, dial, voicemail,"
     " signal, telegram, viber, anruf, ruf, rufen, erreichbar, erreichen, simsen, appelle,"
     " appeler, appelez-moi, joindre, joignable, rappeler, rappelez, llama, llamar, llámeme,"
@@ -86,9 +86,9 @@ CONTEXT = {  # per kind of candidate: a date needs only the (cheaper) birth word
 }
 CONTEXT_BEFORE, CONTEXT_AFTER = 32, 16  # "date of birth (as on file): 1985-03-14 (DOB)"
 _FILLERS = (
-    "me us him her them back on at to via under or the my our his their number no nr num is"
+    "me us him her them back on at to via under or the my our his their number no nr num"
     " anytime please pls directly now today tomorrow later instead also au le al am an unter"
-    " op a ao su auf mich uns moi nous me mi ci"
+    " op a ao su auf mich uns moi nous me mi ci para pelo por per"
 )
 CALL_JUST_BEFORE = re.compile(  # "call me on", "no answer at", "texts to": then the number
     f"(?<![^\\W\\d_])(?:{trie(w for w, f in CONTEXT_FAMILY.items() if f == 'call')})"

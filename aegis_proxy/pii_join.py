@@ -9,6 +9,9 @@ the rules of which strings are walked can change without touching it.
 What must always hold:
 - ``text_parts`` returns the text of every message in order: a string ``content``, and
   the ``text`` of each content part, for mappings, pydantic models and plain objects;
+- ``could_cross`` is false only where no value can cross the seam, so the caller may
+  skip it: a split value leaves digits within ``SEAM_NEAR`` characters on both sides,
+  or an '@' on one;
 - ``seams`` yields, for each pair of neighbouring parts, the last ``SEAM_WINDOW``
   characters of the first joined to the first ``SEAM_WINDOW`` of the second, with no
   separator and with a space, plus where the seam lies; only values that cross a seam
@@ -31,9 +34,11 @@ if TYPE_CHECKING:
 
 SEAM_WINDOW = 64
 """Characters read on each side of a seam: longer than any structured value."""
+SEAM_NEAR = 24
+"""Characters beside a seam that must hold a digit (or an '@') for a value to cross it."""
 JOINERS = ("", " ")
 MIN_BASE64, MAX_BASE64_RUNS, MAX_BASE64_BYTES = 16, 32, 1 << 18
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_"
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 _B64_TABLE = bytes(120 if byte in _B64_ALPHABET else 32 for byte in range(256))  # x or space
 _B64_RUN = b"x" * MIN_BASE64
 
@@ -72,6 +77,18 @@ def seams(parts: Sequence[str]) -> Iterator[tuple[str, str, list[Reading]]]:
                 (tail + joiner + head, len(tail), len(tail) + len(joiner)) for joiner in JOINERS
             ]
             yield tail, head, readings
+
+
+def could_cross(tail: str, head: str) -> bool:
+    """Whether a value could run across this seam: digits on both sides, or an '@' near it.
+
+    Every structured value split in two leaves digits on both sides (cards, phones, SSNs,
+    IBANs, addresses) or an '@' on one side (emails); prose meeting prose needs no scan.
+    """
+    near_tail, near_head = tail[-SEAM_NEAR:], head[:SEAM_NEAR]
+    if "@" in near_tail or "@" in near_head:
+        return True
+    return any(char.isdigit() for char in near_tail) and any(char.isdigit() for char in near_head)
 
 
 def base64_texts(text: str) -> list[str]:

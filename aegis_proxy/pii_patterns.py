@@ -100,11 +100,17 @@ NUMERIC_SHAPE = re.compile(  # a digit that starts a token, then 5+ digit-ish by
     rb"(?:(?P<date>(?:000[-/.]00?[-/.]00?|0?[-/.]00?[-/.](?:0000|00))(?!0|[-/. ]0))"
     rb"|(?:[ .\-/()]{0,2}0){5,}|0{0,2}(?:\.0{1,3}){3})"
 )
+_IP_VALUE = r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![.]?[0-9]))"
+_CARD_VALUE = (
+    r"(?P<card>(?=(?:[0-9][ .-]? ?){12}[0-9])[0-9]{4,8}(?:[ .-]? ?[0-9]{3,8}){0,4}(?![0-9]))"
+)
+_SSN_VALUE = r"(?P<ssn>[0-9]{3}(?P<u>[- ])[0-9]{2}(?P=u)[0-9]{4}(?![0-9]))"
+FIRM_VALUE = re.compile(f"{_IP_VALUE}|{_CARD_VALUE}|{_SSN_VALUE}")
+"""``NUMBER_VALUE`` without the phones: what may start inside a run, after a neighbour."""
 NUMBER_VALUE = re.compile(  # at a digit run, or at the '+' / '(' just before it
-    r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![.]?[0-9]))"
-    r"|(?P<intl>(?:\+|00)[1-9][0-9 ().\-/]*[0-9])"  # +44 20 7946 0958, 0049 30 1234567
-    r"|(?P<card>(?=(?:[0-9][ .-]? ?){12}[0-9])[0-9]{4,8}(?:[ .-]? ?[0-9]{3,8}){0,4}(?![0-9]))"
-    r"|(?P<ssn>[0-9]{3}(?P<u>[- ])[0-9]{2}(?P=u)[0-9]{4}(?![0-9]))"
+    _IP_VALUE
+    + r"|(?P<intl>(?:\+|00)[1-9][0-9 ().\-/]*[0-9])"  # +44 20 7946 0958, 0049 30 1234567
+    + f"|{_CARD_VALUE}|{_SSN_VALUE}"
     r"|(?P<national>\([0-9]{2,5}\)[ .\-]?[0-9]{2,5}(?:[ .\-]?[0-9]{2,5}){0,3}(?![0-9])"
     r"|(?:1[-. ])?[2-9][0-9]{2}(?P<a>[-. ])[0-9]{3}(?P=a)[0-9]{4}(?![0-9])"  # 1-800-555-0199
     r"|0[1-9][0-9]{0,4}(?P<b>[ ./-])[0-9]{2,8}(?:(?P=b)[0-9]{2,8}){0,4}(?![0-9])"  # 06 12 34 56 78
@@ -184,13 +190,11 @@ def _classify_number(scan: Scan, start: int, phones: bool = True) -> int | None:
     text = scan.text
     begin = start - (text[start - 1 : start] == "(")
     begin -= text[begin - 1 : begin] == "+" and not text[begin - 2 : begin - 1].isalnum()
-    value = NUMBER_VALUE.match(text, begin)
-    if begin < start and not (value and value.lastgroup in ("intl", "national")):
+    value = (NUMBER_VALUE if phones else FIRM_VALUE).match(text, begin if phones else start)
+    if begin < start and phones and not (value and value.lastgroup in ("intl", "national")):
         value = NUMBER_VALUE.match(text, start)
     if value and value.lastgroup == "ip" and ipv4_this_host(value.group()):
         return value.end()  # 127.0.0.1, 0.0.0.0: an address, but of this machine
-    if value and not phones and value.lastgroup in ("intl", "national"):
-        return None  # "1 85 03 75 123 456 78": inside a run, a phone shape proves little
     if value and (span := number_span(value)):
         kind = str(value.lastgroup)
         if kind == "national" and id_word_just_before(scan, value.start()):

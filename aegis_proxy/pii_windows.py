@@ -47,8 +47,8 @@ MAX_GROUPS = 10
 """Groups one card window may span: "41 11 11 11 11 11 11 11" is eight."""
 _PLAIN = frozenset((" ", "-", ".", "/"))  # separators the phone patterns already read
 _ODD = frozenset("\t\n\r_*")
-_FIRM = frozenset({"CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS", "PHONE"})
-"""Values found by earlier passes whose digits need no second look."""
+_FIRM = frozenset({"CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS"})
+"""Values found by earlier passes whose digits need no second look (a phone may be an SSN)."""
 
 
 def find_windows(scan: Scan) -> None:
@@ -90,9 +90,9 @@ def _odd_runs(shape: bytes) -> list[tuple[int, int]]:
 
 def _window_part(scan: Scan, groups: list[tuple[int, int]]) -> None:
     start, end = groups[0][0], groups[-1][1]
+    ssns = _ssns(scan, groups)
     if sum(group_end - group_start for group_start, group_end in groups) >= 12:
-        _cards(scan, groups, start, end)
-    _ssns(scan, groups)
+        _cards(scan, groups, start, end, ssns)
     if any(char in _ODD for char in scan.text[start:end]) or "  " in scan.text[start:end]:
         _phones(scan, groups)
 
@@ -114,7 +114,10 @@ def _parts(groups: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
     return [part for part in parts if sum(end - start for start, end in part) >= 9]
 
 
-def _cards(scan: Scan, groups: list[tuple[int, int]], start: int, end: int) -> None:
+def _cards(
+    scan: Scan, groups: list[tuple[int, int]], start: int, end: int, ssns: list[tuple[int, int]]
+) -> None:
+    """Card windows; one that counts only by a card word must not swallow an SSN."""
     text, windows = scan.text, []
     near = _card_word_near(text, start, end)
     for first, (begin, finish) in enumerate(groups):
@@ -125,13 +128,15 @@ def _cards(scan: Scan, groups: list[tuple[int, int]], start: int, end: int) -> N
             group_start, group_end = groups[last]
             if last > first:
                 separators.add(text[groups[last - 1][1] : group_start])
-                layout = layout and 3 <= group_end - group_start <= 8 and len(separators) == 1
+                size = group_end - group_start
+                layout = layout and 3 <= size <= 8 and len(separators) == 1
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
                 break
             if len(number) >= 12 and card_plausible(number):
                 plain = layout and card_valid(number)
-                if plain or near:
+                clash = not plain and any(a < group_end and begin < b for a, b in ssns)
+                if (plain or near) and not clash:
                     windows.append((not plain, -len(number), begin, group_end))
     taken: list[tuple[int, int]] = []
     for _, _, begin, finish in sorted(windows):
@@ -145,8 +150,9 @@ def _card_word_near(text: str, start: int, end: int) -> bool:
     return CARD_WORDS.search(window.lower()) is not None
 
 
-def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> None:
-    text = scan.text
+def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """3-2-4 windows with one separator twice that pass the SSA rules; their spans."""
+    text, spans = scan.text, []
     for index in range(len(groups) - 2):
         (a0, a1), (b0, b1), (c0, c1) = groups[index : index + 3]
         if (a1 - a0, b1 - b0, c1 - c0) != (3, 2, 4) or text[a0 - 1 : a0] == "+":
@@ -155,6 +161,8 @@ def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> None:
         same = first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ",")
         if same and ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
             scan.add("US_SSN", a0, c1)
+            spans.append((a0, c1))
+    return spans
 
 
 def _phones(scan: Scan, groups: list[tuple[int, int]]) -> None:
