@@ -88,7 +88,7 @@ CONTEXT_BEFORE, CONTEXT_AFTER = 32, 16  # "date of birth (as on file): 1985-03-1
 _FILLERS = (
     "me us him her them back on at to via under or the my our his their number no nr num"
     " anytime please pls directly now today tomorrow later instead also au le al am an unter"
-    " op a ao su auf mich uns moi nous me mi ci para pelo por per"
+    " op a ao su auf mich uns moi nous me mi ci para pelo por per machine service"
 )
 CALL_JUST_BEFORE = re.compile(  # "call me on", "no answer at", "texts to": then the number
     f"(?<![^\\W\\d_])(?:{trie(w for w, f in CONTEXT_FAMILY.items() if f == 'call')})"
@@ -182,12 +182,16 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         found = digits(text[start:end])
         if "ssn" in near and len(found) == 9 and ssn_valid(found):
             scan.add("US_SSN", start, end)
-        elif 7 <= len(found) <= 15 and (
+        elif 7 <= len(found) <= 15 and not DOTTED_VERSION.fullmatch(text, start, end) and (
             "phone" in near or ("call" in near and _call_just_before(text, start))
         ):
             scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:
             scan.add("ID_NUMBER", start, end)
+
+
+DOTTED_VERSION = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,6})*\.[0-9]\.[0-9]{1,6}(?:\.[0-9]{1,6})*")
+"""A dotted number with a one-digit inner group ("75.2.703956"): a version, not a phone."""
 
 
 def _call_just_before(text: str, start: int) -> bool:

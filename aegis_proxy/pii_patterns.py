@@ -225,7 +225,7 @@ IBAN_SHAPES = (  # found from its check digits: "00" is rarer than a letter
     re.compile(rb"00(?<=[Aa][Aa]00)"),  # "DE89", "de89", "De89"
     re.compile(rb"AA 00"),  # "DE 89 3704 ...", in capitals only
 )
-_IBAN_GAP = r"[ \-./_\t\n,]{0,2}"
+_IBAN_GAP = r"[ \-./_*\t\n,]{0,2}"
 """What may stand between the characters of an IBAN: one or two separators."""
 _IBAN_BODIES: dict[int, re.Pattern[str]] = {}
 _NOT_ALNUM = re.compile(r"[^0-9A-Za-z]")

@@ -130,6 +130,7 @@ def _cards(
                 separators.add(text[groups[last - 1][1] : group_start])
                 size = group_end - group_start
                 layout = layout and 3 <= size <= 8 and len(separators) == 1
+                layout = layout and "," not in separators.copy().pop()  # lists: [1445, 3401]
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
                 break
