@@ -39,6 +39,7 @@ _NETWORKS = (  # IIN ranges (ISO/IEC 7812 numbering, the networks' published tab
     ("300", "305", "14 15 16 17 18 19"), ("36", "36", "14 15 16 17 18 19"),  # Diners Club
     ("38", "39", "14 15 16 17 18 19"), ("3095", "3095", "14 15 16 17 18 19"),
     ("3528", "3589", "16 17 18 19"), ("1800", "1800", "15"), ("2131", "2131", "15"),  # JCB
+    ("1", "1", "15"),  # UATP
     ("6011", "6011", "16 17 18 19"), ("644", "649", "16 17 18 19"),  # Discover
     ("65", "65", "16 17 18 19"),
     ("62", "62", "16 17 18 19"),  # UnionPay
@@ -67,7 +68,8 @@ def card_valid(number: str) -> bool:
 
     16-19 digits need a major industry digit of a card issuer (2221-2720, 3, 4, 5, 6) or
     a known network (Mir 2200-2204); 12-15 digits need a known network's prefix and length
-    (Amex 34/37 at 15, Diners at 14, Visa at 13, JCB 1800/2131 at 15, Maestro from 12).
+    (Amex 34/37 at 15, Diners at 14, Visa at 13, JCB 1800/2131 and UATP 1 at 15, Maestro
+    from 12).
     Shorter ones, and other prefixes, count only beside a card word (``pii_windows``).
     """
     if not 12 <= len(number) <= 19 or not luhn_valid(number):
@@ -83,10 +85,16 @@ def card_plausible(number: str) -> bool:
 
 
 def card_length(number: str) -> int:
-    """Length of the longest run of leading digit groups that is a valid card, else 0."""
-    for group in reversed(list(re.finditer(r"[0-9]+", number))):
-        if card_valid(digits(number[: group.end()])):
-            return group.end()
+    """Length of the longest run of leading digit groups that is a valid card, else 0.
+
+    A run shorter than 16 digits counts only as the whole candidate: "5018 3466 2758 7090"
+    fails Luhn, and its first 12 digits are no Maestro card for passing it by chance.
+    """
+    groups = list(re.finditer(r"[0-9]+", number))
+    for index in range(len(groups) - 1, -1, -1):
+        found = digits(number[: groups[index].end()])
+        if (len(found) >= 16 or index == len(groups) - 1) and card_valid(found):
+            return groups[index].end()
     return 0
 
 

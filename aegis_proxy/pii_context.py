@@ -182,8 +182,10 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         found = digits(text[start:end])
         if "ssn" in near and len(found) == 9 and ssn_valid(found):
             scan.add("US_SSN", start, end)
-        elif 7 <= len(found) <= 15 and not DOTTED_VERSION.fullmatch(text, start, end) and (
-            "phone" in near or ("call" in near and _call_just_before(text, start))
+        elif (
+            7 <= len(found) <= 15
+            and not DOTTED_VERSION.fullmatch(text, start, end)
+            and ("phone" in near or ("call" in near and _call_just_before(text, start)))
         ):
             scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:

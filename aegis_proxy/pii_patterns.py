@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 EMAIL_AT_DOMAIN = re.compile(  # from the '@', so text without one costs a single fast search
     r"@ ?(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w\-]|\.[^\W_])"
 )
-EMAIL_LOCAL = re.compile(r"[\w.+%'\-]{1,64}+\Z")
+EMAIL_LOCAL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~\-]{1,64}+\Z")  # RFC 5322 atext and dots
 QUOTED_LOCAL = re.compile(r'"[^"\n@]{1,62}"\Z')  # "jane doe"@example.com (RFC 5322)
 OBFUSCATED_AT_WORDS = re.compile(rb"\( ?at ?\)| dot ")  # "[at]", "(at)", "{ at }", " dot "
 EMAIL_OBFUSCATED = re.compile(  # possessive, from the start of a word: linear on any input

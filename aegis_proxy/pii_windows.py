@@ -128,14 +128,15 @@ def _cards(
             group_start, group_end = groups[last]
             if last > first:
                 separators.add(text[groups[last - 1][1] : group_start])
-                size = group_end - group_start
-                layout = layout and 3 <= size <= 8 and len(separators) == 1
+                size = group_end - group_start  # the last may be short: "6289 6227 2359 3590 63"
+                layout = layout and 1 <= size <= 8 and len(separators) == 1
+                layout = layout and (size >= 3 or len(number) >= 12)
                 layout = layout and "," not in separators.copy().pop()  # lists: [1445, 3401]
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
                 break
             if len(number) >= 12 and card_plausible(number):
-                plain = layout and card_valid(number)
+                plain = layout and card_valid(number) and _alone(text, groups, first, last)
                 clash = not plain and any(a < group_end and begin < b for a, b in ssns)
                 if (plain or near) and not clash:
                     windows.append((not plain, -len(number), begin, group_end))
@@ -144,6 +145,22 @@ def _cards(
         if all(finish <= other[0] or begin >= other[1] for other in taken):
             taken.append((begin, finish))
             scan.add("CREDIT_CARD", begin, finish)
+
+
+IBAN_HEAD = re.compile(r"[A-Za-z]{2}[0-9]{2}[ \-./_*]{0,2}\Z")
+
+
+def _alone(text: str, groups: list[tuple[int, int]], first: int, last: int) -> bool:
+    """No group follows with the same separator (the card would be longer) and no IBAN
+    head ("DE89 ") stands before: a card window of its own, not a piece of a value."""
+    if last + 1 < len(groups) and (
+        text[groups[last][1] : groups[last + 1][0]] == text[groups[first][1] : groups[first + 1][0]]
+        if first < last
+        else groups[last + 1][0] - groups[last][1] <= 1
+    ):
+        return False
+    begin = groups[first][0]
+    return IBAN_HEAD.search(text, max(0, begin - 8), begin) is None
 
 
 def _card_word_near(text: str, start: int, end: int) -> bool:

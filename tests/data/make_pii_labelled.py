@@ -714,8 +714,10 @@ def neighbour_cases() -> list[Snippet]:
 
 def card_length_cases() -> list[Snippet]:
     """Every length the networks issue: Maestro 12-19, JCB and UATP at 15, UnionPay at 19."""
-    layouts = [("5018", 12), ("6759", 13), ("5020", 15), ("2131", 15), ("1800", 15), ("1", 15),
-               ("62", 19), ("62", 17), ("2200", 16), ("3528", 18), ("4", 19), ("81", 16)]  # fmt: skip
+    layouts = [
+        ("5018", 12), ("6759", 13), ("5020", 15), ("2131", 15), ("1800", 15), ("1", 15),
+        ("62", 19), ("62", 17), ("2200", 16), ("3528", 18), ("4", 19), ("81", 16),
+    ]  # fmt: skip
     out = []
     for index in range(60):
         prefix, length = layouts[index % len(layouts)]
@@ -773,7 +775,10 @@ def obfuscated_email_cases() -> list[Snippet]:
     out = []
     for index in range(50):
         first, last = RNG.choice(FIRST), RNG.choice(LAST)
-        domain, tld = RNG.choice(["example", "mail", "acme", "corp"]), RNG.choice(["com", "org", "de"])
+        domain, tld = (
+            RNG.choice(["example", "mail", "acme", "corp"]),
+            RNG.choice(["com", "org", "de"]),
+        )
         value = [
             f"{first} at {domain} dot {tld}",
             f"{first}.{last} [at] {domain} [dot] {tld}",
@@ -804,25 +809,33 @@ def near_miss_set() -> list[Snippet]:
         lambda: f"Order #{n(7)} shipped; order {n(8)}-{n(6)} pending",
         lambda: f"invoice INV-{RNG.randint(2019, 2026)}-{digits(9)} and INV/{n(4)}/{n(6)}",
         lambda: f"Rechnung Nr. {n(10)} vom {RNG.randint(1, 28)}.{RNG.randint(1, 12)}.2024",
-        lambda: f"{RNG.randint(2000, 2030)}-{RNG.randint(1, 12):02d}-{RNG.randint(1, 28):02d}T"
-        f"{RNG.randint(0, 23):02d}:{RNG.randint(0, 59):02d}:{RNG.randint(0, 59):02d}."
-        f"{digits(6)}Z took {n(7)} us",
+        lambda: (
+            f"{RNG.randint(2000, 2030)}-{RNG.randint(1, 12):02d}-{RNG.randint(1, 28):02d}T"
+            f"{RNG.randint(0, 23):02d}:{RNG.randint(0, 59):02d}:{RNG.randint(0, 59):02d}."
+            f"{digits(6)}Z took {n(7)} us"
+        ),
         lambda: f"ts {RNG.randint(1_500_000_000, 1_900_000_000)}.{digits(6)} pid {n(5)}",
-        lambda: f"version {RNG.randint(1, 20)}.{RNG.randint(0, 9)}.{RNG.randint(0, 99999)}."
-        f"{RNG.randint(0, 9999)}",
-        lambda: f"release v{RNG.randint(1, 9)}.{RNG.randint(0, 30)}.{RNG.randint(0, 30)}-rc."
-        f"{RNG.randint(1, 9)}",
+        lambda: (
+            f"version {RNG.randint(1, 20)}.{RNG.randint(0, 9)}.{RNG.randint(0, 99999)}."
+            f"{RNG.randint(0, 9999)}"
+        ),
+        lambda: (
+            f"release v{RNG.randint(1, 9)}.{RNG.randint(0, 30)}.{RNG.randint(0, 30)}-rc."
+            f"{RNG.randint(1, 9)}"
+        ),
         lambda: f"sha256 {''.join(RNG.choice(hexes) for _ in range(64))}",
         lambda: f"md5 {''.join(RNG.choice(hexes) for _ in range(32))}",
         lambda: f"uuid {uuid()}",
         lambda: f"git {''.join(RNG.choice(hexes) for _ in range(40))} merged",
         lambda: f"short sha {''.join(RNG.choice(hexes) for _ in range(7))}",
-        lambda: "readings " + ", ".join(f"{RNG.randint(10, 99)}.{RNG.randint(0, 9)}" for _ in range(8)),
+        lambda: (
+            "readings " + ", ".join(f"{RNG.randint(10, 99)}.{RNG.randint(0, 9)}" for _ in range(8))
+        ),
         lambda: "samples: " + " ".join(str(RNG.randint(0, 255)) for _ in range(12)),
         lambda: "[" + ", ".join(str(RNG.randint(0, 9999)) for _ in range(10)) + "]",
         lambda: f"for i in range({n(7)}): total += i * {n(5)}",
         lambda: f"x = np.zeros(({n(3)}, {n(3)})) @ w.T  # {n(4)} params",
-        lambda: f"SELECT * FROM t WHERE id IN ({n(6)}, {n(6)}, {n(6)})",
+        lambda: f"SELECT * FROM t WHERE id IN ({n(6)}, {n(6)}, {n(6)})",  # noqa: S608  # text
         lambda: f"lat {RNG.randint(-80, 80)}.{digits(6)}, lon {RNG.randint(-170, 170)}.{digits(6)}",
         lambda: f"matrix {' '.join(RNG.choice('01') for _ in range(16))}",
         lambda: f"ISBN 978-{n(1)}-{n(3)}-{n(5)}-{RNG.randint(0, 9)}",
