@@ -182,6 +182,8 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         found = digits(text[start:end])
         if "ssn" in near and len(found) == 9 and ssn_valid(found):
             scan.add("US_SSN", start, end)
+        elif "ssn" in near and (group := _nine_digits(text, start, end)):
+            scan.add("US_SSN", *group)  # "SSN qty: 4 530999095": the SSN is one group
         elif (
             7 <= len(found) <= 15
             and not DOTTED_VERSION.fullmatch(text, start, end)
@@ -194,6 +196,17 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
 
 DOTTED_VERSION = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,6})*\.[0-9]\.[0-9]{1,6}(?:\.[0-9]{1,6})*")
 """A dotted number with a one-digit inner group ("75.2.703956"): a version, not a phone."""
+
+
+_GROUP = re.compile(r"[0-9]+")
+
+
+def _nine_digits(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The span of a group of exactly nine digits in ``[start, end)`` passing the SSA rules."""
+    for group in _GROUP.finditer(text, start, end):
+        if len(group.group()) == 9 and ssn_valid(group.group()):
+            return group.span()
+    return None
 
 
 def _call_just_before(text: str, start: int) -> bool:

@@ -14,8 +14,8 @@ What must always hold:
   original text of the character it came from; a combining mark stays with its base
   letter, so a cluster is folded as a whole and never split;
 - every Unicode space (no-break, narrow no-break, thin, ideographic, line separator...)
-  is an ASCII space, except between two digits, where it is dropped: "4111\u00a01111" and
-  "41\u202f11 1111" are one digit group, as a reader sees them;
+  is an ASCII space, except where it cuts a digit group of at most four digits in two,
+  where it is dropped: "41\u202f11 1111" reads "4111 1111", as a reader sees it;
 - ASCII text is returned as it is, at the cost of one ``isascii`` call: the fast path.
 """
 
@@ -106,13 +106,22 @@ def fold(text: str) -> Folded:
 
 
 def _between_digits(text: str, index: int) -> bool:
-    """Whether the run of Unicode spaces around ``index`` has a digit on both sides."""
+    """Whether the Unicode spaces around ``index`` split one digit group of at most four.
+
+    "41\u00a011 1111" and "4111 11\u00a011" are groups cut in two (a disguise); "530\u00a099
+    \u00a09095" and "12\u202f480" keep their spaces, which separate groups a reader sees.
+    """
     before, after = index - 1, index + 1
     while before >= 0 and text[before] in _SPACES:
         before -= 1
     while after < len(text) and text[after] in _SPACES:
         after += 1
-    return before >= 0 and after < len(text) and text[before].isdigit() and text[after].isdigit()
+    left = right = 0
+    while before - left >= 0 and left < 5 and text[before - left].isdigit():
+        left += 1
+    while after + right < len(text) and right < 5 and text[after + right].isdigit():
+        right += 1
+    return left > 0 and right > 0 and left + right <= 4
 
 
 def _clusters(chunk: str, offset: int) -> Iterator[tuple[int, str]]:

@@ -33,7 +33,7 @@ RUN_SHAPE = re.compile(rb"0(?<![Aa0]0)(?:[ \t\n\r,_*/.\-]{0,3}+0){8,}+")
 """Nine digits or more, in groups with up to three separator bytes between them."""
 _GROUP = re.compile(rb"0+")
 _RUN_BYTES = frozenset(b"0 \t\n\r,_*/.-")
-_ODD_GAPS = (b"0\t", b"0\n", b"0_0", b"0*", b"0,0000", b"0, 0000", b"0   ")
+_ODD_GAPS = (b"0\t", b"0\n", b"0_0", b"0*", b"0,0000", b"0, 0000", b"0   ", b"0 - 0")
 """Where a digit meets a separator that ``find_numbers`` does not read (literal searches)."""
 _CARD_WORDS = (
     "card cards credit debit visa mastercard master amex american express discover diners"
@@ -128,10 +128,7 @@ def _cards(
             group_start, group_end = groups[last]
             if last > first:
                 separators.add(text[groups[last - 1][1] : group_start])
-                size = group_end - group_start  # the last may be short: "6289 6227 2359 3590 63"
-                layout = layout and 1 <= size <= 8 and len(separators) == 1
-                layout = layout and (size >= 3 or len(number) >= 12)
-                layout = layout and "," not in separators.copy().pop()  # lists: [1445, 3401]
+                layout = layout and _layout_goes_on(separators, group_end - group_start, number)
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
                 break
@@ -145,6 +142,19 @@ def _cards(
         if all(finish <= other[0] or begin >= other[1] for other in taken):
             taken.append((begin, finish))
             scan.add("CREDIT_CARD", begin, finish)
+
+
+def _layout_goes_on(separators: set[str], size: int, number: str) -> bool:
+    """Whether a card written the usual way goes on with a group of ``size`` digits.
+
+    One separator throughout; groups of 3-8 digits, the last may be short once 12 digits
+    stand ("6289 6227 2359 3590 63"); a comma only between groups of exactly four
+    ("4111,1111,..."), since "[1445, 3401, 6031]" is a list of numbers.
+    """
+    if len(separators) != 1 or not 1 <= size <= 8 or (size < 3 and len(number) < 12):
+        return False
+    (separator,) = separators
+    return "," not in separator or (separator == "," and size == 4 and len(number) % 4 == 0)
 
 
 IBAN_HEAD = re.compile(r"[A-Za-z]{2}[0-9]{2}[ \-./_*]{0,2}\Z")
@@ -176,7 +186,7 @@ def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
         if (a1 - a0, b1 - b0, c1 - c0) != (3, 2, 4) or text[a0 - 1 : a0] == "+":
             continue
         first, second = text[a1:b0], text[b1:c0]
-        same = first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ",")
+        same = first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ",", "\t")
         if same and ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
             scan.add("US_SSN", a0, c1)
             spans.append((a0, c1))
