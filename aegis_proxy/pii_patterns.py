@@ -53,10 +53,10 @@ EMAIL_AT_DOMAIN = re.compile(  # from the '@', so text without one costs a singl
 )
 EMAIL_LOCAL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~\-]{1,64}+\Z")  # RFC 5322 atext and dots
 QUOTED_LOCAL = re.compile(r'"[^"\n@]{1,62}"\Z')  # "jane doe"@example.com (RFC 5322)
-OBFUSCATED_AT_WORDS = re.compile(rb"\( ?at ?\)| dot ")  # "[at]", "(at)", "{ at }", " dot "
+OBFUSCATED_AT_WORDS = re.compile(rb"\( ?(?:at|@) ?\)| dot |< ?at ?>")  # "[at]", "(@)", "<at>"
 EMAIL_OBFUSCATED = re.compile(  # possessive, from the start of a word: linear on any input
-    r"(?i)(?<![\w.+\-])[\w.+\-]++\s*[(\[{]\s*at\s*[)\]}]\s*[\w\-]++"
-    r"(?:(?:\s*[(\[{]\s*dot\s*[)\]}]\s*|\s+dot\s+|\.)[\w\-]++)+"
+    r"(?i)(?<![\w.+\-])[\w.+\-]++\s*[(\[{<]\s*(?:at|@)\s*[)\]}>]\s*[\w\-]++"
+    r"(?:(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)[\w\-]++)+"
 )
 EMAIL_WORDS = re.compile(  # "jane at example dot com": the words only, ending in a known TLD
     r"(?i)(?<![\w.+\-])[\w.+\-]++[ \t]+at[ \t]+[\w\-]++(?:[ \t]+dot[ \t]+[\w\-]++)+"

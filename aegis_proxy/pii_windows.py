@@ -127,7 +127,8 @@ def _cards(
         for last in range(first, min(len(groups), first + MAX_GROUPS)):
             group_start, group_end = groups[last]
             if last > first:
-                separators.add(text[groups[last - 1][1] : group_start])
+                separator = text[groups[last - 1][1] : group_start]
+                separators.add(" " if separator.isspace() else separator)  # "\n" is a space
                 layout = layout and _layout_goes_on(separators, group_end - group_start, number)
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
