@@ -55,12 +55,15 @@ NETWORK_PREFIXES = tuple(
 """(lowest prefix, highest prefix, the lengths the network issues) for each known IIN range."""
 
 
+_BY_LENGTH = {
+    size: tuple((low, high) for low, high, sizes in NETWORK_PREFIXES if size in sizes)
+    for size in range(12, 20)
+}
+
+
 def known_network(number: str) -> bool:
     """Whether a digit string has the prefix and length of a known card network."""
-    size = len(number)
-    return any(
-        low <= number[: len(low)] <= high and size in sizes for low, high, sizes in NETWORK_PREFIXES
-    )
+    return any(low <= number[: len(low)] <= high for low, high in _BY_LENGTH.get(len(number), ()))
 
 
 def card_valid(number: str) -> bool:

@@ -56,12 +56,6 @@ _CONTEXT_WORDS = {
     "ssn": "ssn, social security",
     "phone": "phone, tel, telephone, téléphone, telefon, telefono, teléfono, mobile, mobil, cell,"
     " cellphone, fax, whatsapp, handy, portable, móvil, llámame, chiamami, appelez, anrufen",
-    "call": "call, calls, called, calling, ring, ringing, reach, reachable, text, texts,"
-    " texting, message, messages, sms, answer, answers, answering, contact, dial, voicemail,"
-    " signal, telegram, viber, anruf, ruf, rufen, erreichbar, erreichen, simsen, appelle,"
-    " appeler, appelez-moi, joindre, joignable, rappeler, rappelez, llama, llamar, llámeme,"
-    " llamame, marca, marcar, contactar, escríbeme, chiama, chiamare, chiamatemi, contattami,"
-    " scrivimi, bel, bellen, belt, ligue, ligar, liga, ligue-me, contacto, contato",
     "id": "passport, passeport, reisepass, pasaporte, passaporto, id number, id no, id nr, id card,"
     " id-nr, id-card, id#, identity, identification, identité, identidad, national id, tax id,"
     " tax number, taxpayer, tin, driver's license, drivers license, driver license,"
@@ -73,6 +67,15 @@ _CONTEXT_WORDS = {
     " führerschein, permis de conduire, carte d'identité, passnummer, reisepassnummer,"
     " sécurité sociale, securite sociale, seguridad social, previdenza sociale",
 }
+_CALL_WORDS = (
+    "call, calls, called, calling, ring, ringing, reach, reachable, text, texts,"
+    " texting, message, messages, sms, answer, answers, answering, contact, dial, voicemail,"
+    " signal, telegram, viber, anruf, ruf, rufen, erreichbar, erreichen, simsen, appelle,"
+    " appeler, appelez-moi, joindre, joignable, rappeler, rappelez, llama, llamar, llámeme,"
+    " llamame, marca, marcar, contactar, escríbeme, chiama, chiamare, chiamatemi, contattami,"
+    " scrivimi, bel, bellen, belt, ligue, ligar, liga, ligue-me, contacto, contato"
+)
+"""How people write about calling: they vouch for a short number right after them only."""
 CONTEXT_FAMILY = {
     word.strip(): family for family, words in _CONTEXT_WORDS.items() for word in words.split(",")
 }
@@ -91,7 +94,7 @@ _FILLERS = (
     " op a ao su auf mich uns moi nous me mi ci para pelo por per machine service"
 )
 CALL_JUST_BEFORE = re.compile(  # "call me on", "no answer at", "texts to": then the number
-    f"(?<![^\\W\\d_])(?:{trie(w for w, f in CONTEXT_FAMILY.items() if f == 'call')})"
+    f"(?<![^\\W\\d_])(?:{trie(word.strip() for word in _CALL_WORDS.split(','))})"
     f"(?:[ \\t]+(?:{trie(_FILLERS.split())})\\.?){{0,4}}[ \\t]*[:#]?[ \\t]*\\(?\\Z"
 )
 """A conversational word, a few small words, then the number: short local numbers count."""
@@ -151,6 +154,8 @@ def settle_context(scan: Scan) -> None:
         for (start, end), near in zip(spans, _context_words(scan.text, kind, spans), strict=True):
             if near:
                 _decide(scan, kind, start, end, near)
+            elif kind == "number" and _short_number_after_call(scan, start, end):
+                _decide(scan, kind, start, end, {"phone"})  # "call me on 555 0134"
 
 
 def _context_words(text: str, kind: str, spans: list[tuple[int, int]]) -> list[set[str]]:
@@ -187,7 +192,7 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         elif (
             7 <= len(found) <= 15
             and not DOTTED_VERSION.fullmatch(text, start, end)
-            and ("phone" in near or ("call" in near and _call_just_before(text, start)))
+            and "phone" in near
         ):
             scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:
@@ -209,8 +214,11 @@ def _nine_digits(text: str, start: int, end: int) -> tuple[int, int] | None:
     return None
 
 
-def _call_just_before(text: str, start: int) -> bool:
-    window = text[max(0, start - CONTEXT_BEFORE - 16) : start].lower()
+def _short_number_after_call(scan: Scan, start: int, end: int) -> bool:
+    """7-15 digits right after a conversational word and a few small words."""
+    if not 7 <= scan.shape.count(b"0", start, end) <= 15:
+        return False
+    window = scan.text[max(0, start - CONTEXT_BEFORE - 16) : start].lower()
     return CALL_JUST_BEFORE.search(window) is not None
 
 

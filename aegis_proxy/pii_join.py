@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from itertools import pairwise
 from typing import TYPE_CHECKING
@@ -38,9 +39,7 @@ SEAM_NEAR = 24
 """Characters beside a seam that must hold a digit (or an '@') for a value to cross it."""
 JOINERS = ("", " ")
 MIN_BASE64, MAX_BASE64_RUNS, MAX_BASE64_BYTES = 16, 32, 1 << 18
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
-_B64_TABLE = bytes(120 if byte in _B64_ALPHABET else 32 for byte in range(256))  # x or space
-_B64_RUN = b"x" * MIN_BASE64
+_B64_RUN = re.compile(f"[A-Za-z0-9+/_\\-]{{{MIN_BASE64},}}")
 
 
 def text_parts(messages: Sequence[object]) -> list[str]:
@@ -95,20 +94,18 @@ def base64_texts(text: str) -> list[str]:
     """The UTF-8 texts that base64 runs of ``text`` decode to."""
     if len(text) < MIN_BASE64:
         return []
-    raw = text.encode("ascii", "replace").translate(_B64_TABLE)
     found: list[str] = []
-    budget, pos = MAX_BASE64_BYTES, raw.find(_B64_RUN)
-    while pos != -1 and len(found) < MAX_BASE64_RUNS and budget > 0:
-        start = pos
-        while start and raw[start - 1] == 120:
-            start -= 1
-        end = raw.find(b" ", pos)
-        end = len(raw) if end == -1 else end
-        decoded = _decode(text[start : min(end, start + budget)])
-        if decoded is not None:
-            found.append(decoded)
-        budget -= end - start
-        pos = raw.find(_B64_RUN, end)
+    budget = MAX_BASE64_BYTES
+    for token in text.split():  # prose has few tokens this long: one C-level split
+        if len(token) < MIN_BASE64:
+            continue
+        for run in _B64_RUN.finditer(token):
+            decoded = _decode(run.group()[:budget])
+            if decoded is not None:
+                found.append(decoded)
+            budget -= len(run.group())
+            if budget <= 0 or len(found) >= MAX_BASE64_RUNS:
+                return found
     return found
 
 

@@ -53,7 +53,11 @@ EMAIL_AT_DOMAIN = re.compile(  # from the '@', so text without one costs a singl
 )
 EMAIL_LOCAL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~\-]{1,64}+\Z")  # RFC 5322 atext and dots
 QUOTED_LOCAL = re.compile(r'"[^"\n@]{1,62}"\Z')  # "jane doe"@example.com (RFC 5322)
-OBFUSCATED_AT_WORDS = re.compile(rb"\( ?(?:at|@) ?\)| dot |< ?at ?>")  # "[at]", "(@)", "<at>"
+OBFUSCATED_AT_WORDS = (  # each from a literal, so a text without them costs a fast search
+    re.compile(rb"\( ?(?:at|@) ?\)"),  # "[at]", "(at)", "{ at }", "[@]" (WORDS has () only)
+    re.compile(rb"< ?at ?>"),
+    re.compile(rb" dot "),
+)
 EMAIL_OBFUSCATED = re.compile(  # possessive, from the start of a word: linear on any input
     r"(?i)(?<![\w.+\-])[\w.+\-]++\s*[(\[{<]\s*(?:at|@)\s*[)\]}>]\s*[\w\-]++"
     r"(?:(?:\s*[(\[{<]\s*dot\s*[)\]}>]\s*|\s+dot\s+|\.)[\w\-]++)+"
@@ -86,7 +90,7 @@ def find_emails(scan: Scan) -> None:
 
 
 def find_obfuscated_emails(scan: Scan) -> None:
-    if OBFUSCATED_AT_WORDS.search(scan.words):
+    if any(gate.search(scan.words) for gate in OBFUSCATED_AT_WORDS):
         for match in EMAIL_OBFUSCATED.finditer(scan.text):
             scan.add("EMAIL", *match.span())
         for match in EMAIL_WORDS.finditer(scan.text):
@@ -96,9 +100,9 @@ def find_obfuscated_emails(scan: Scan) -> None:
 
 # -- digit runs: IPv4, CREDIT_CARD, US_SSN, PHONE (and dates, IDs for the context step) ---
 NUMERIC_SHAPE = re.compile(  # a digit that starts a token, then 5+ digit-ish bytes
-    rb"0(?=[0 .\-/()]{5})(?<![\w.]0)(?<!\w-0)"
+    rb"0(?=[0 .\-/()\t\n_*]{5})(?<![\w.]0)(?<!\w-0)"
     rb"(?:(?P<date>(?:000[-/.]00?[-/.]00?|0?[-/.]00?[-/.](?:0000|00))(?!0|[-/. ]0))"
-    rb"|(?:[ .\-/()]{0,2}0){5,}|0{0,2}(?:\.0{1,3}){3})"
+    rb"|(?:[ .\-/()\t\n_*]{0,3}0){5,}|0{0,2}(?:\.0{1,3}){3})"  # tab, newline, _ and * too
 )
 _IP_VALUE = r"(?P<ip>[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![.]?[0-9]))"
 _CARD_VALUE = (
@@ -162,7 +166,7 @@ def _classify_run(scan: Scan, start: int, end: int) -> None:
         scan.pending.append(("number", _next_group(scan.shape, gap, end), end))
 
 
-LIST_MARKER = re.compile(r"[0-9]{1,3}[.)] +")
+LIST_MARKER = re.compile(r"[0-9]{1,3}[.)] +\(?")
 """A numbered list's marker ("1. ", "12) "): a phone may follow it inside one digit run."""
 
 

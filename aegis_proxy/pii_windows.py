@@ -33,8 +33,8 @@ RUN_SHAPE = re.compile(rb"0(?<![Aa0]0)(?:[ \t\n\r,_*/.\-]{0,3}+0){8,}+")
 """Nine digits or more, in groups with up to three separator bytes between them."""
 _GROUP = re.compile(rb"0+")
 _RUN_BYTES = frozenset(b"0 \t\n\r,_*/.-")
-_ODD_GAPS = (b"0\t", b"0\n", b"0_0", b"0*", b"0,0000", b"0, 0000", b"0   ", b"0 - 0")
-"""Where a digit meets a separator that ``find_numbers`` does not read (literal searches)."""
+_COMMA_GAP = re.compile(rb"0, ?0000")
+"""Where a comma joins digit groups of four: runs ``find_numbers`` does not read."""
 _CARD_WORDS = (
     "card cards credit debit visa mastercard master amex american express discover diners"
     " jcb maestro unionpay union pay uatp mir rupay cc ccn pan cvv cvc exp expiry expires"
@@ -69,22 +69,19 @@ def find_windows(scan: Scan) -> None:
 
 
 def _odd_runs(shape: bytes) -> list[tuple[int, int]]:
-    """Runs of 9+ digits joined by a separator the digit-run pass does not read."""
+    """Runs of 9+ digits joined by commas ("4111,1111,..."); the others come from
+    ``find_numbers``, whose runs may hold tabs, newlines, underscores and stars."""
     runs: list[tuple[int, int]] = []
-    resume = 0
-    for gap in _ODD_GAPS:
-        hit = shape.find(gap)
-        while hit != -1:
-            if hit >= resume:
-                start = hit
-                while start > 0 and shape[start - 1] in _RUN_BYTES and hit - start < 64:
-                    start -= 1
-                run = RUN_SHAPE.search(shape, start, hit + 96)
-                if run and run.start() <= hit < run.end():
-                    runs.append(run.span())
-                    resume = run.end()
-            hit = shape.find(gap, hit + 1)
-        resume = 0
+    for gap in _COMMA_GAP.finditer(shape):
+        hit = gap.start()
+        if runs and hit < runs[-1][1]:
+            continue
+        start = hit
+        while start > 0 and shape[start - 1] in _RUN_BYTES and hit - start < 64:
+            start -= 1
+        run = RUN_SHAPE.search(shape, start, hit + 96)
+        if run and run.start() <= hit < run.end():
+            runs.append(run.span())
     return runs
 
 
