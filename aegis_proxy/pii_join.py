@@ -39,7 +39,10 @@ SEAM_NEAR = 24
 """Characters beside a seam that must hold a digit (or an '@') for a value to cross it."""
 JOINERS = ("", " ")
 MIN_BASE64, MAX_BASE64_RUNS, MAX_BASE64_BYTES = 16, 32, 1 << 18
-_B64_RUN = re.compile(f"[A-Za-z0-9+/_\\-]{{{MIN_BASE64},}}")
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+_B64_TABLE = bytes(120 if byte in _B64_ALPHABET else 32 for byte in range(256))
+_B64_MARKS = b"x" * MIN_BASE64
+_HEX = re.compile(r"[0-9A-Fa-f\-]+")
 
 
 def text_parts(messages: Sequence[object]) -> list[str]:
@@ -94,18 +97,19 @@ def base64_texts(text: str) -> list[str]:
     """The UTF-8 texts that base64 runs of ``text`` decode to."""
     if len(text) < MIN_BASE64:
         return []
+    marks = text.encode("ascii", "replace").translate(_B64_TABLE)  # "x" in a run, else " "
     found: list[str] = []
-    budget = MAX_BASE64_BYTES
-    for token in text.split():  # prose has few tokens this long: one C-level split
-        if len(token) < MIN_BASE64:
-            continue
-        for run in _B64_RUN.finditer(token):
-            decoded = _decode(run.group()[:budget])
+    budget, pos = MAX_BASE64_BYTES, marks.find(_B64_MARKS)
+    while pos != -1 and budget > 0 and len(found) < MAX_BASE64_RUNS:
+        end = marks.find(b" ", pos)
+        end = len(marks) if end == -1 else end
+        run = text[pos : min(end, pos + budget)]
+        if not _HEX.fullmatch(run):  # hashes, UUIDs and git SHAs are hex, never text
+            decoded = _decode(run)
             if decoded is not None:
                 found.append(decoded)
-            budget -= len(run.group())
-            if budget <= 0 or len(found) >= MAX_BASE64_RUNS:
-                return found
+        budget -= end - pos
+        pos = marks.find(_B64_MARKS, end)
     return found
 
 
