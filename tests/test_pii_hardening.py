@@ -121,6 +121,11 @@ def test_any_separator_between_card_groups(sep: str) -> None:
     assert found(f"card {value} thanks") == [("CREDIT_CARD", value)]
 
 
+def test_whitespace_of_any_kind_is_one_card_separator() -> None:
+    """A card whose groups are split by spaces and a line break is one card."""
+    assert found("4111 1111\n1111 1111") == [("CREDIT_CARD", "4111 1111\n1111 1111")]
+
+
 @pytest.mark.parametrize("sep", ["\u00a0", "\u202f", "\u2009", "\u2007"], ids=repr)
 def test_unicode_spaces_inside_card_groups(sep: str) -> None:
     """A no-break or thin space placed inside a digit group does not split the card."""
@@ -159,8 +164,11 @@ def test_phone_separators(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["536_22_8421", "536/22/8421", "536  22  8421", "536.22.8421", "53\u00a06-22-8421"]
-)
+    "value",
+    ["536_22_8421", "536/22/8421", "536  22  8421", "536.22.8421", "53\u00a06-22-8421",
+     "536\u00a022\u00a08421", "536\t22\t8421"],
+    ids=repr,
+)  # fmt: skip
 def test_ssn_separators(value: str) -> None:
     """An SSN with any one separator used twice (or a Unicode space inside a group) is found."""
     assert found(f"number {value} here") == [("US_SSN", value)]
@@ -217,6 +225,9 @@ def test_conversational_words_away_from_a_number_are_no_context(text: str) -> No
         ('write "jane doe"@example.com', '"jane doe"@example.com'),
         ("j.doe at mail dot example dot co dot uk", "j.doe at mail dot example dot co dot uk"),
         ("JANE AT EXAMPLE DOT ORG", "JANE AT EXAMPLE DOT ORG"),
+        ("mail jane[@]example.com", "jane[@]example.com"),
+        ("mail jane <at> example <dot> com", "jane <at> example <dot> com"),
+        ("mail wet.hal-9l$@example.travel", "wet.hal-9l$@example.travel"),
     ],
 )
 def test_obfuscated_emails(text: str, value: str) -> None:
