@@ -10,7 +10,13 @@ What must always hold:
 - every string reachable from a message is scanned (``pii_walk``): content strings and
   parts, tool results, tool-call arguments, names, legacy ``function_call``, unknown
   keys; JSON text also through its decoded values, URLs also percent-decoded, HTML
-  entities unescaped; only the base64 payload of a ``data:`` URL is skipped;
+  entities unescaped, base64 runs that hold UTF-8 text decoded (``pii_join``); only the
+  base64 payload of a ``data:`` URL is skipped;
+- a value split across neighbouring text parts or consecutive messages is found:
+  ``scan_across`` reads each seam (``pii_join.seams``) and counts only what crosses it;
+- a number next to a value cannot hide it: every group of a digit run is tried
+  (``pii_patterns``), and windows of groups with any separator are validated
+  (``pii_windows``);
 - look-alike digits, full-width forms and invisible characters cannot hide a value: text
   is folded first (``pii_fold``), and every ``PiiMatch`` offset refers to the original;
 - structured values count only when they validate (Luhn, mod-97, SSA rules, ipaddress,

@@ -7,7 +7,9 @@ module holds what each structured value looks like (email, digit runs, IBAN, IPv
 - ``pii_scan``: the ``Scan`` state and its byte shapes;
 - ``pii_checksums``: the proofs (Luhn, mod-97, SSA rules, address validity);
 - ``pii_context``: values that need a context word (dates of birth, IDs, bare numbers);
-- ``pii_streets``: street addresses.
+- ``pii_streets``: street addresses;
+- ``pii_windows``: cards, SSNs and phones in windows of a digit run (run after these, from
+  ``pii``, since it reuses ``NUMBER_VALUE``).
 
 How a scan stays cheap, and what must hold for it to stay correct:
 - candidate patterns (bytes) run over ``Scan.shape`` / ``Scan.words`` (see ``pii_scan``).
