@@ -20,8 +20,6 @@ import ipaddress
 import re
 from functools import lru_cache
 
-from aegis_proxy.pii_scan import digits
-
 # -- cards ----------------------------------------------------------------------------------
 _DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
 
@@ -55,15 +53,22 @@ NETWORK_PREFIXES = tuple(
 """(lowest prefix, highest prefix, the lengths the network issues) for each known IIN range."""
 
 
-_BY_LENGTH = {
-    size: tuple((low, high) for low, high, sizes in NETWORK_PREFIXES if size in sizes)
+_PREFIXES_BY_LENGTH = {
+    size: frozenset(
+        str(prefix).zfill(len(low))
+        for low, high, sizes in NETWORK_PREFIXES
+        if size in sizes
+        for prefix in range(int(low), int(high) + 1)
+    )
     for size in range(12, 20)
 }
+"""Card length -> every IIN prefix (1-4 digits) a known network issues at that length."""
 
 
 def known_network(number: str) -> bool:
     """Whether a digit string has the prefix and length of a known card network."""
-    return any(low <= number[: len(low)] <= high for low, high in _BY_LENGTH.get(len(number), ()))
+    prefixes = _PREFIXES_BY_LENGTH.get(len(number))
+    return prefixes is not None and any(number[:size] in prefixes for size in (1, 2, 3, 4))
 
 
 def card_valid(number: str) -> bool:
@@ -75,11 +80,10 @@ def card_valid(number: str) -> bool:
     from 12).
     Shorter ones, and other prefixes, count only beside a card word (``pii_windows``).
     """
-    if not 12 <= len(number) <= 19 or not luhn_valid(number):
+    if not 12 <= len(number) <= 19:
         return False
-    if len(number) >= 16 and (number[0] in "3456" or "2221" <= number[:4] <= "2720"):
-        return True
-    return known_network(number)
+    major = len(number) >= 16 and (number[0] in "3456" or "2221" <= number[:4] <= "2720")
+    return (major or known_network(number)) and luhn_valid(number)  # the cheap test first
 
 
 def card_plausible(number: str) -> bool:
@@ -94,10 +98,12 @@ def card_length(number: str) -> int:
     fails Luhn, and its first 12 digits are no Maestro card for passing it by chance.
     """
     groups = list(re.finditer(r"[0-9]+", number))
+    found = "".join(group.group() for group in groups)
+    size = len(found)
     for index in range(len(groups) - 1, -1, -1):
-        found = digits(number[: groups[index].end()])
-        if (len(found) >= 16 or index == len(groups) - 1) and card_valid(found):
+        if (size >= 16 or index == len(groups) - 1) and card_valid(found[:size]):
             return groups[index].end()
+        size -= len(groups[index].group())
     return 0
 
 

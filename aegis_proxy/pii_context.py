@@ -20,9 +20,13 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from aegis_proxy.pii_checksums import ssn_valid
 from aegis_proxy.pii_scan import WORDS_TABLE, Scan, digits, trie
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _MONTH_NAMES = (
     "january jan february feb march mar april apr may june jun july jul august aug september"
@@ -93,11 +97,27 @@ _FILLERS = (
     " anytime please pls directly now today tomorrow later instead also au le al am an unter"
     " op a ao su auf mich uns moi nous me mi ci para pelo por per machine service"
 )
-CALL_JUST_BEFORE = re.compile(  # "call me on", "no answer at", "texts to": then the number
-    f"(?<![^\\W\\d_])(?:{trie(word.strip() for word in _CALL_WORDS.split(','))})"
-    f"(?:[ \\t]+(?:{trie(_FILLERS.split())})\\.?){{0,4}}[ \\t]*[:#]?[ \\t]*\\(?\\Z"
+_CALL_STRONG = (
+    "call calls called calling dial ring anruf anrufen appelle appeler llama llamar chiama"
+    " chiamare bel bellen ligue ligar"
 )
+"""Conversational words that do not precede counts: a bare digit run right after one is a
+phone ("call 9630154"), where "reach 1000000 users" or "message 1234567" is no phone."""
+
+
+def _call_before(words: Iterable[str], fillers: int) -> re.Pattern[str]:
+    """A conversational word, then ``fillers`` to 4 small words, then the end of the text."""
+    return re.compile(
+        f"(?<![^\\W\\d_])(?:{trie(words)})(?:[ \\t]+(?:{trie(_FILLERS.split())})\\.?)"
+        f"{{{fillers},4}}[ \\t]*[:#]?[ \\t]*\\(?\\Z"
+    )
+
+
+_ALL_CALL_WORDS = [word.strip() for word in _CALL_WORDS.split(",")]
+CALL_JUST_BEFORE = _call_before(_ALL_CALL_WORDS, 0)
 """A conversational word, a few small words, then the number: short local numbers count."""
+CALL_BARE_BEFORE = (_call_before(_CALL_STRONG.split(), 0), _call_before(_ALL_CALL_WORDS, 1))
+"""What a bare digit run needs: a strong word, or any word and one small word at least."""
 ID_WORDS = re.compile(
     trie(
         word.encode("ascii", "replace").translate(WORDS_TABLE).decode()
@@ -219,6 +239,8 @@ def _short_number_after_call(scan: Scan, start: int, end: int) -> bool:
     if not 7 <= scan.shape.count(b"0", start, end) <= 15:
         return False
     window = scan.text[max(0, start - CONTEXT_BEFORE - 16) : start].lower()
+    if scan.shape.count(b"0", start, end) == end - start:  # a bare run: "5550134"
+        return any(pattern.search(window) for pattern in CALL_BARE_BEFORE)
     return CALL_JUST_BEFORE.search(window) is not None
 
 

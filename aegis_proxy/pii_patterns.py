@@ -151,25 +151,31 @@ def _classify_run(scan: Scan, start: int, end: int) -> None:
         if _classify_number(scan, start) is None:  # one group: the usual case
             scan.pending.append(("number", start, end))
         return
-    pos, gap, found_any = start, start, False
-    while pos < end:
-        phones = pos == start or LIST_MARKER.fullmatch(scan.text, start, pos) is not None
+    gap, found_any = start, False
+    value_end = _classify_number(scan, start)
+    if value_end is not None:
+        found_any, gap = True, value_end
+    for inner in INNER_START.finditer(shape, start + 1, end):  # groups that could start one
+        pos = inner.start()
+        if pos < gap:
+            continue
+        phones = LIST_MARKER.fullmatch(scan.text, start, pos) is not None
         value_end = _classify_number(scan, pos, phones)
         if value_end is not None:
             if pos > gap:
-                scan.pending.append(("number", gap, _trim(scan.shape, gap, pos)))
+                scan.pending.append(("number", gap, _trim(shape, gap, pos)))
             found_any, gap = True, value_end
-            pos = _next_group(scan.shape, value_end, end)
-        else:
-            pos = _next_group(scan.shape, pos + 1, end)
     if not found_any:
         scan.pending.append(("number", start, end))
     elif end - gap >= 6:
-        scan.pending.append(("number", _next_group(scan.shape, gap, end), end))
+        scan.pending.append(("number", _next_group(shape, gap, end), end))
 
 
 LIST_MARKER = re.compile(r"[0-9]{1,3}[.)] +\(?")
 """A numbered list's marker ("1. ", "12) "): a phone may follow it inside one digit run."""
+INNER_START = re.compile(rb"(?<=[ \t\n(])(?:000|0{1,3}\.0)")
+"""A group after a space or bracket that could start a value: three digits or more (card,
+SSN, phone), or an octet and a dot (IPv4). "1 1 1 1 ..." has none, so it costs no loop."""
 
 
 def _next_group(shape: bytes, pos: int, end: int) -> int:

@@ -27,7 +27,7 @@ from bisect import bisect_right
 
 from aegis_proxy.pii_checksums import card_plausible, card_valid, ssn_valid
 from aegis_proxy.pii_patterns import NUMBER_VALUE, number_span
-from aegis_proxy.pii_scan import Scan, trie
+from aegis_proxy.pii_scan import Scan, digits, trie
 
 RUN_SHAPE = re.compile(rb"0(?<![Aa0]0)(?:[ \t\n\r,_*/.\-]{0,3}+0){8,}+")
 """Nine digits or more, in groups with up to three separator bytes between them."""
@@ -59,11 +59,9 @@ def find_windows(scan: Scan) -> None:
     for start, end in sorted(set(runs)):
         if _inside(covered, start, end):
             continue  # nearly always: the run is one value found already
-        groups = [
-            group.span()
-            for group in _GROUP.finditer(scan.shape, start, end)
-            if not _inside(covered, *group.span())
-        ]
+        groups = [group.span() for group in _GROUP.finditer(scan.shape, start, end)]
+        if covered:
+            groups = [group for group in groups if not _inside(covered, *group)]
         for part in _parts(groups):
             _window_part(scan, part)
 
@@ -130,16 +128,21 @@ def _cards(
             number += text[group_start:group_end]
             if len(number) > 19 or not (layout or near):
                 break
-            if len(number) >= 12 and card_plausible(number):
-                plain = layout and card_valid(number) and _alone(text, groups, first, last)
-                clash = not plain and any(a < group_end and begin < b for a, b in ssns)
-                if (plain or near) and not clash:
-                    windows.append((not plain, -len(number), begin, group_end))
+            if len(number) < 12:
+                continue
+            if layout and card_valid(number) and _alone(text, groups, first, last):
+                windows.append((False, -len(number), begin, group_end))
+            elif near and card_plausible(number) and not _overlaps(ssns, begin, group_end):
+                windows.append((True, -len(number), begin, group_end))  # an SSN stays one
     taken: list[tuple[int, int]] = []
     for _, _, begin, finish in sorted(windows):
         if all(finish <= other[0] or begin >= other[1] for other in taken):
             taken.append((begin, finish))
             scan.add("CREDIT_CARD", begin, finish)
+
+
+def _overlaps(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(other_start < end and start < other_end for other_start, other_end in spans)
 
 
 def _layout_goes_on(separators: set[str], size: int, number: str) -> bool:
@@ -176,19 +179,24 @@ def _card_word_near(text: str, start: int, end: int) -> bool:
     return CARD_WORDS.search(window.lower()) is not None
 
 
+SSN_SHAPE = re.compile(rb"(?<!0)000(?P<gap>[ \t,_*/.\-]{1,3})00(?P=gap)0000(?!0)")
+"""Three, two and four digits with the same separator twice, over ``Scan.shape``."""
+
+
 def _ssns(scan: Scan, groups: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """3-2-4 windows with one separator twice that pass the SSA rules; their spans."""
     text, spans = scan.text, []
-    for index in range(len(groups) - 2):
-        (a0, a1), (b0, b1), (c0, c1) = groups[index : index + 3]
-        if (a1 - a0, b1 - b0, c1 - c0) != (3, 2, 4) or text[a0 - 1 : a0] == "+":
+    for match in SSN_SHAPE.finditer(scan.shape, groups[0][0], groups[-1][1]):
+        start, end = match.span()
+        if text[start - 1 : start] == "+" or match["gap"].strip(b" ") not in _SSN_GAPS:
             continue
-        first, second = text[a1:b0], text[b1:c0]
-        same = first == second and first.strip(" ") in ("", "-", ".", "/", "_", "*", ",", "\t")
-        if same and ssn_valid(text[a0:a1] + text[b0:b1] + text[c0:c1]):
-            scan.add("US_SSN", a0, c1)
-            spans.append((a0, c1))
+        if ssn_valid(digits(text[start:end])):
+            scan.add("US_SSN", start, end)
+            spans.append((start, end))
     return spans
+
+
+_SSN_GAPS = frozenset((b"", b"-", b".", b"/", b"_", b"*", b",", b"\t"))
 
 
 def _phones(scan: Scan, groups: list[tuple[int, int]]) -> None:

@@ -428,3 +428,19 @@ def test_a_valid_ssn_is_found_with_any_separator(
 def test_near_misses_are_never_flagged(miss: str) -> None:
     """UUIDs, hex digests, version strings, ISO timestamps and number lists are never PII."""
     assert found(f"see {miss} in the log") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("we hope to reach 1000000 users", []),
+        ("message 1234567 was delivered", []),
+        ("call 5550134 tonight", [("PHONE", "5550134")]),
+        ("text me at 5550134", [("PHONE", "5550134")]),
+    ],
+)
+def test_a_bare_number_needs_a_call_word_or_a_small_word_between(
+    text: str, expected: list[tuple[str, str]]
+) -> None:
+    """After reach/message/text a bare digit run is a count or an id unless "me at" follows."""
+    assert found(text) == expected
