@@ -173,9 +173,10 @@ def _classify_run(scan: Scan, start: int, end: int) -> None:
 
 LIST_MARKER = re.compile(r"[0-9]{1,3}[.)] +\(?")
 """A numbered list's marker ("1. ", "12) "): a phone may follow it inside one digit run."""
-INNER_START = re.compile(rb"(?<=[ \t\n(])(?:000|0{1,3}\.0)")
+INNER_START = re.compile(rb"(?<=[ \t\n(])(?:000|0{1,3}\.0|00[ .\-/]0)")
 """A group after a space or bracket that could start a value: three digits or more (card,
-SSN, phone), or an octet and a dot (IPv4). "1 1 1 1 ..." has none, so it costs no loop."""
+SSN, phone), an octet and a dot (IPv4), two digits and a separator ("06 12 34 56 78").
+"1 1 1 1 ..." has none, so it costs no loop."""
 
 
 def _next_group(shape: bytes, pos: int, end: int) -> int:
