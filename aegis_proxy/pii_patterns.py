@@ -28,6 +28,7 @@ How a scan stays cheap, and what must hold for it to stay correct:
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from typing import TYPE_CHECKING
 
 from aegis_proxy.pii_checksums import (
@@ -130,11 +131,19 @@ VERSION_OPERATORS = frozenset({">=", "<=", "==", "~=", "!=", "v."})
 
 
 def find_numbers(scan: Scan) -> None:
+    ibans = sorted((start, end) for kind, start, end in scan.found if kind == "IBAN")
     for match in NUMERIC_SHAPE.finditer(scan.shape):
+        if ibans and _inside_iban(ibans, *match.span()):
+            continue  # the digits of an IBAN found already are no other value
         if match.lastgroup == "date":
             scan.pending.append(("date", *match.span()))
         else:
             _classify_run(scan, *match.span())
+
+
+def _inside_iban(ibans: list[tuple[int, int]], start: int, end: int) -> bool:
+    index = bisect_right(ibans, (start, 1 << 62)) - 1
+    return index >= 0 and ibans[index][0] <= start and end <= ibans[index][1]
 
 
 def _classify_run(scan: Scan, start: int, end: int) -> None:
@@ -310,10 +319,10 @@ _DIGIT_RUN_TYPES = frozenset(_NUMBER_TYPES.values()) | {"PHONE", "DATE_OF_BIRTH"
 PASSES: tuple[tuple[frozenset[str], bool, Callable[[Scan], None]], ...] = (
     (frozenset({"EMAIL"}), False, find_emails),
     (frozenset({"EMAIL"}), False, find_obfuscated_emails),
+    (frozenset({"IBAN"}), True, find_ibans),  # before the digit runs, which skip its digits
     (_DIGIT_RUN_TYPES, True, find_numbers),
     (frozenset({"DATE_OF_BIRTH"}), True, find_text_dates),
     (frozenset({"ID_NUMBER"}), True, find_ids),
-    (frozenset({"IBAN"}), True, find_ibans),
     (frozenset({"STREET_ADDRESS"}), True, find_streets),
     (frozenset({"IP_ADDRESS"}), True, find_ipv6),
 )

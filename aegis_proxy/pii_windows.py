@@ -56,9 +56,13 @@ def find_windows(scan: Scan) -> None:
     if not runs:
         return
     covered = sorted((start, end) for kind, start, end in scan.found if kind in _FIRM)
+    phones = sorted((start, end) for kind, start, end in scan.found if kind == "PHONE")
     for start, end in sorted(set(runs)):
         if _inside(covered, start, end):
             continue  # nearly always: the run is one value found already
+        if _inside(phones, start, end):  # a phone holds no card, but may be an SSN
+            _ssns(scan, [(start, end)])
+            continue
         groups = [group.span() for group in _GROUP.finditer(scan.shape, start, end)]
         if covered:
             groups = [group for group in groups if not _inside(covered, *group)]
