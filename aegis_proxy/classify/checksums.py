@@ -20,30 +20,90 @@ import ipaddress
 import re
 from functools import lru_cache
 
-from aegis_proxy.classify.scan import digits
-
-
 # -- cards ----------------------------------------------------------------------------------
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # 2d, minus 9 when over 9
+
+
 def luhn_valid(number: str) -> bool:
     """Whether a digit string passes the Luhn checksum."""
-    total = 0
-    for index, char in enumerate(reversed(number)):
-        value = ord(char) - 48
-        total += (value * 2 - 9 if value > 4 else value * 2) if index % 2 else value
-    return total % 10 == 0
+    kept, doubled = number[-1::-2], number[-2::-2].translate(_DOUBLED)
+    return (sum(map(int, kept)) + sum(map(int, doubled))) % 10 == 0
+
+
+_NETWORKS = (  # IIN ranges (ISO/IEC 7812 numbering, the networks' published tables)
+    ("4", "4", "13 16 19"),  # Visa, Visa Electron
+    ("51", "55", "16"), ("2221", "2720", "16"),  # Mastercard
+    ("34", "34", "15"), ("37", "37", "15"),  # American Express
+    ("300", "305", "14 15 16 17 18 19"), ("36", "36", "14 15 16 17 18 19"),  # Diners Club
+    ("38", "39", "14 15 16 17 18 19"), ("3095", "3095", "14 15 16 17 18 19"),
+    ("3528", "3589", "16 17 18 19"), ("1800", "1800", "15"), ("2131", "2131", "15"),  # JCB
+    ("1", "1", "15"),  # UATP
+    ("6011", "6011", "16 17 18 19"), ("644", "649", "16 17 18 19"),  # Discover
+    ("65", "65", "16 17 18 19"),
+    ("62", "62", "16 17 18 19"),  # UnionPay
+    ("2200", "2204", "16 17 18 19"),  # Mir
+    ("5018", "5018", "12 13 14 15 16 17 18 19"), ("5020", "5020", "12 13 14 15 16 17 18 19"),
+    ("5038", "5038", "12 13 14 15 16 17 18 19"), ("5893", "5893", "12 13 14 15 16 17 18 19"),
+    ("6304", "6304", "12 13 14 15 16 17 18 19"), ("6759", "6759", "12 13 14 15 16 17 18 19"),
+    ("6761", "6763", "12 13 14 15 16 17 18 19"),  # Maestro
+)  # fmt: skip
+NETWORK_PREFIXES = tuple(
+    (low, high, frozenset(map(int, sizes.split()))) for low, high, sizes in _NETWORKS
+)
+"""(lowest prefix, highest prefix, the lengths the network issues) for each known IIN range."""
+
+
+_PREFIXES_BY_LENGTH = {
+    size: frozenset(
+        str(prefix).zfill(len(low))
+        for low, high, sizes in NETWORK_PREFIXES
+        if size in sizes
+        for prefix in range(int(low), int(high) + 1)
+    )
+    for size in range(12, 20)
+}
+"""Card length -> every IIN prefix (1-4 digits) a known network issues at that length."""
+
+
+def known_network(number: str) -> bool:
+    """Whether a digit string has the prefix and length of a known card network."""
+    prefixes = _PREFIXES_BY_LENGTH.get(len(number))
+    return prefixes is not None and any(number[:size] in prefixes for size in (1, 2, 3, 4))
 
 
 def card_valid(number: str) -> bool:
-    """A payment card: 13-19 digits, a known issuer prefix and a valid Luhn sum."""
-    issuer = number[:1] in ("3", "4", "5", "6") or "2221" <= number[:4] <= "2720"
-    return 13 <= len(number) <= 19 and issuer and luhn_valid(number)
+    """A payment card on its own: a valid Luhn sum and a known issuer for its length.
+
+    16-19 digits need a major industry digit of a card issuer (2221-2720, 3, 4, 5, 6) or
+    a known network (Mir 2200-2204); 12-15 digits need a known network's prefix and length
+    (Amex 34/37 at 15, Diners at 14, Visa at 13, JCB 1800/2131 and UATP 1 at 15, Maestro
+    from 12).
+    Shorter ones, and other prefixes, count only beside a card word (``pii_windows``).
+    """
+    if not 12 <= len(number) <= 19:
+        return False
+    major = len(number) >= 16 and (number[0] in "3456" or "2221" <= number[:4] <= "2720")
+    return (major or known_network(number)) and luhn_valid(number)  # the cheap test first
+
+
+def card_plausible(number: str) -> bool:
+    """A payment card beside a card word: 12-19 digits and a valid Luhn sum."""
+    return 12 <= len(number) <= 19 and number.strip("0") != "" and luhn_valid(number)
 
 
 def card_length(number: str) -> int:
-    """Length of the longest run of leading digit groups that is a valid card, else 0."""
-    for group in reversed(list(re.finditer(r"[0-9]+", number))):
-        if card_valid(digits(number[: group.end()])):
-            return group.end()
+    """Length of the longest run of leading digit groups that is a valid card, else 0.
+
+    A run shorter than 16 digits counts only as the whole candidate: "5018 3466 2758 7090"
+    fails Luhn, and its first 12 digits are no Maestro card for passing it by chance.
+    """
+    groups = list(re.finditer(r"[0-9]+", number))
+    found = "".join(group.group() for group in groups)
+    size = len(found)
+    for index in range(len(groups) - 1, -1, -1):
+        if (size >= 16 or index == len(groups) - 1) and card_valid(found[:size]):
+            return groups[index].end()
+        size -= len(groups[index].group())
     return 0
 
 

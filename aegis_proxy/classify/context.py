@@ -20,9 +20,13 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from itertools import accumulate
+from typing import TYPE_CHECKING
 
 from aegis_proxy.classify.checksums import ssn_valid
 from aegis_proxy.classify.scan import WORDS_TABLE, Scan, digits, trie
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 _MONTH_NAMES = (
     "january jan february feb march mar april apr may june jun july jul august aug september"
@@ -67,6 +71,15 @@ _CONTEXT_WORDS = {
     " führerschein, permis de conduire, carte d'identité, passnummer, reisepassnummer,"
     " sécurité sociale, securite sociale, seguridad social, previdenza sociale",
 }
+_CALL_WORDS = (
+    "call, calls, called, calling, ring, ringing, reach, reachable, text, texts,"
+    " texting, message, messages, sms, answer, answers, answering, contact, dial, voicemail,"
+    " signal, telegram, viber, anruf, ruf, rufen, erreichbar, erreichen, simsen, appelle,"
+    " appeler, appelez-moi, joindre, joignable, rappeler, rappelez, llama, llamar, llámeme,"
+    " llamame, marca, marcar, contactar, escríbeme, chiama, chiamare, chiamatemi, contattami,"
+    " scrivimi, bel, bellen, belt, ligue, ligar, liga, ligue-me, contacto, contato"
+)
+"""How people write about calling: they vouch for a short number right after them only."""
 CONTEXT_FAMILY = {
     word.strip(): family for family, words in _CONTEXT_WORDS.items() for word in words.split(",")
 }
@@ -79,6 +92,32 @@ CONTEXT = {  # per kind of candidate: a date needs only the (cheaper) birth word
     for kind, family in _CONTEXT_OF_KIND.items()
 }
 CONTEXT_BEFORE, CONTEXT_AFTER = 32, 16  # "date of birth (as on file): 1985-03-14 (DOB)"
+_FILLERS = (
+    "me us him her them back on at to via under or the my our his their number no nr num"
+    " anytime please pls directly now today tomorrow later instead also au le al am an unter"
+    " op a ao su auf mich uns moi nous me mi ci para pelo por per machine service"
+)
+_CALL_STRONG = (
+    "call calls called calling dial ring anruf anrufen appelle appeler llama llamar chiama"
+    " chiamare bel bellen ligue ligar"
+)
+"""Conversational words that do not precede counts: a bare digit run right after one is a
+phone ("call 9630154"), where "reach 1000000 users" or "message 1234567" is no phone."""
+
+
+def _call_before(words: Iterable[str], fillers: int) -> re.Pattern[str]:
+    """A conversational word, then ``fillers`` to 4 small words, then the end of the text."""
+    return re.compile(
+        f"(?<![^\\W\\d_])(?:{trie(words)})(?:[ \\t]+(?:{trie(_FILLERS.split())})\\.?)"
+        f"{{{fillers},4}}[ \\t]*[:#]?[ \\t]*\\(?\\Z"
+    )
+
+
+_ALL_CALL_WORDS = [word.strip() for word in _CALL_WORDS.split(",")]
+CALL_JUST_BEFORE = _call_before(_ALL_CALL_WORDS, 0)
+"""A conversational word, a few small words, then the number: short local numbers count."""
+CALL_BARE_BEFORE = (_call_before(_CALL_STRONG.split(), 0), _call_before(_ALL_CALL_WORDS, 1))
+"""What a bare digit run needs: a strong word, or any word and one small word at least."""
 ID_WORDS = re.compile(
     trie(
         word.encode("ascii", "replace").translate(WORDS_TABLE).decode()
@@ -135,6 +174,8 @@ def settle_context(scan: Scan) -> None:
         for (start, end), near in zip(spans, _context_words(scan.text, kind, spans), strict=True):
             if near:
                 _decide(scan, kind, start, end, near)
+            elif kind == "number" and _short_number_after_call(scan, start, end):
+                _decide(scan, kind, start, end, {"phone"})  # "call me on 555 0134"
 
 
 def _context_words(text: str, kind: str, spans: list[tuple[int, int]]) -> list[set[str]]:
@@ -166,10 +207,41 @@ def _decide(scan: Scan, kind: str, start: int, end: int, near: set[str]) -> None
         found = digits(text[start:end])
         if "ssn" in near and len(found) == 9 and ssn_valid(found):
             scan.add("US_SSN", start, end)
-        elif "phone" in near and 7 <= len(found) <= 15:
+        elif "ssn" in near and (group := _nine_digits(text, start, end)):
+            scan.add("US_SSN", *group)  # "SSN qty: 4 530999095": the SSN is one group
+        elif (
+            7 <= len(found) <= 15
+            and not DOTTED_VERSION.fullmatch(text, start, end)
+            and "phone" in near
+        ):
             scan.add("PHONE", start, end)
         elif "id" in near and 6 <= len(found) <= 18:
             scan.add("ID_NUMBER", start, end)
+
+
+DOTTED_VERSION = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,6})*\.[0-9]\.[0-9]{1,6}(?:\.[0-9]{1,6})*")
+"""A dotted number with a one-digit inner group ("75.2.703956"): a version, not a phone."""
+
+
+_GROUP = re.compile(r"[0-9]+")
+
+
+def _nine_digits(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """The span of a group of exactly nine digits in ``[start, end)`` passing the SSA rules."""
+    for group in _GROUP.finditer(text, start, end):
+        if len(group.group()) == 9 and ssn_valid(group.group()):
+            return group.span()
+    return None
+
+
+def _short_number_after_call(scan: Scan, start: int, end: int) -> bool:
+    """7-15 digits right after a conversational word and a few small words."""
+    if not 7 <= scan.shape.count(b"0", start, end) <= 15:
+        return False
+    window = scan.text[max(0, start - CONTEXT_BEFORE - 16) : start].lower()
+    if scan.shape.count(b"0", start, end) == end - start:  # a bare run: "5550134"
+        return any(pattern.search(window) for pattern in CALL_BARE_BEFORE)
+    return CALL_JUST_BEFORE.search(window) is not None
 
 
 def _date_end(text: str, start: int) -> int | None:

@@ -10,7 +10,13 @@ What must always hold:
 - every string reachable from a message is scanned (``pii_walk``): content strings and
   parts, tool results, tool-call arguments, names, legacy ``function_call``, unknown
   keys; JSON text also through its decoded values, URLs also percent-decoded, HTML
-  entities unescaped; only the base64 payload of a ``data:`` URL is skipped;
+  entities unescaped, base64 runs that hold UTF-8 text decoded (``pii_join``); only the
+  base64 payload of a ``data:`` URL is skipped;
+- a value split across neighbouring text parts or consecutive messages is found:
+  ``scan_across`` reads each seam (``pii_join.seams``) and counts only what crosses it;
+- a number next to a value cannot hide it: every group of a digit run is tried
+  (``pii_patterns``), and windows of groups with any separator are validated
+  (``pii_windows``);
 - look-alike digits, full-width forms and invisible characters cannot hide a value: text
   is folded first (``pii_fold``), and every ``PiiMatch`` offset refers to the original;
 - structured values count only when they validate (Luhn, mod-97, SSA rules, ipaddress,
@@ -42,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from aegis_proxy.classify.context import settle_context
 from aegis_proxy.classify.custom import AllowList, CompiledRecognizer, Recognizer
 from aegis_proxy.classify.fold import fold
+from aegis_proxy.classify.join import base64_texts, could_cross, seams, text_parts
 from aegis_proxy.classify.patterns import PASSES
 from aegis_proxy.classify.scan import Scan
 from aegis_proxy.classify.walk import (
@@ -51,6 +58,7 @@ from aegis_proxy.classify.walk import (
     iter_strings,
     without_base64_payload,
 )
+from aegis_proxy.classify.windows import find_windows
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -59,6 +67,7 @@ _PRIORITY = (
     "EMAIL", "IBAN", "CREDIT_CARD", "US_SSN", "IP_ADDRESS",
     "PHONE", "DATE_OF_BIRTH", "ID_NUMBER", "STREET_ADDRESS",
 )  # fmt: skip
+_PASSES = (*PASSES, (frozenset({"CREDIT_CARD", "US_SSN", "PHONE"}), True, find_windows))
 ENTITY_TYPES = frozenset(_PRIORITY)
 """Every entity type the detector knows; overlapping matches keep the earlier one here."""
 _RANK = {name: rank for rank, name in enumerate(_PRIORITY)}
@@ -113,7 +122,7 @@ class PiiDetector:
             known = ", ".join(sorted(ENTITY_TYPES))
             raise ValueError(f"unknown PII entity type(s) {sorted(unknown)}; known: {known}")
         self.entities = chosen
-        self._passes = tuple((digit, run) for types, digit, run in PASSES if types & chosen)
+        self._passes = tuple((digit, run) for types, digit, run in _PASSES if types & chosen)
         allow = tuple(allow)
         self._allow = AllowList(allow) if allow else None
         self._recognizers = tuple(CompiledRecognizer(recognizer) for recognizer in recognizers)
@@ -143,19 +152,60 @@ class PiiDetector:
         counts: Counter[str] = Counter()
         for text in iter_strings(messages, SKIPPED_KEYS):
             counts.update(self._count(text, 0))
+        counts.update(self.scan_across(text_parts(messages)))
         return PiiReport(MappingProxyType(dict(counts)))
+
+    def scan_across(self, parts: Sequence[str]) -> Counter[str]:
+        """The values that cross a seam between neighbouring strings of ``parts``, in order.
+
+        ``parts`` are the text parts of one message, or of consecutive messages, in the
+        order a reader meets them; a value wholly inside one part is not counted here.
+        """
+        counts: Counter[str] = Counter()
+        for tail, head, readings in seams(parts):
+            if not could_cross(tail, head):
+                continue
+            seam_counts: Counter[str] = Counter()
+            sides: tuple[list[PiiMatch], list[PiiMatch]] | None = None
+            for joined, seam_start, seam_end in readings:
+                crossing = [
+                    match
+                    for match in self.scan_text(joined)
+                    if match.start < seam_start and match.end > seam_end
+                ]
+                if crossing and sides is None:  # values wholly inside one side are no news
+                    sides = (self.scan_text(tail), self.scan_text(head))
+                inside = _spans(sides, seam_end)
+                seam_counts |= Counter(
+                    match.entity_type
+                    for match in crossing
+                    if not any(start < match.end and match.start < end for start, end in inside)
+                )
+            counts.update(seam_counts)
+        return counts
 
     def _count(self, text: str, depth: int) -> Counter[str]:
         """Counts in ``text``, or in a decoded view of it (JSON, URL, HTML) if higher."""
         text = without_base64_payload(text)
         counts = Counter(match.entity_type for match in self.scan_text(text))
         if depth < MAX_DECODE_DEPTH:
-            for view in decoded_views(text):
+            for view in (*decoded_views(text), base64_texts(text)):
                 view_counts: Counter[str] = Counter()
                 for part in view:
                     view_counts.update(self._count(part, depth + 1))
                 counts |= view_counts
         return counts
+
+
+def _spans(
+    sides: tuple[list[PiiMatch], list[PiiMatch]] | None, shift: int
+) -> list[tuple[int, int]]:
+    """The spans of the values inside the tail and the head, in the joined text's offsets."""
+    if sides is None:
+        return []
+    return [(m.start, m.end) for m in sides[0]] + [
+        (m.start + shift, m.end + shift) for m in sides[1]
+    ]
 
 
 def _resolve(found: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:

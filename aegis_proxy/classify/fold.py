@@ -13,6 +13,9 @@ What must always hold:
 - ``Folded.original(pos)`` maps any position of the folded text to the position in the
   original text of the character it came from; a combining mark stays with its base
   letter, so a cluster is folded as a whole and never split;
+- every Unicode space (no-break, narrow no-break, thin, ideographic, line separator...)
+  is an ASCII space, except where it cuts a digit group of at most four digits in two,
+  where it is dropped: "41\u202f11 1111" reads "4111 1111", as a reader sees it;
 - ASCII text is returned as it is, at the cost of one ``isascii`` call: the fast path.
 """
 
@@ -34,7 +37,11 @@ _INVISIBLE = frozenset(
 )
 _DASHES = frozenset("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63")
 _DOTS = frozenset("\u3002\uff61")  # ideographic full stops: IDNA reads them as "."
-_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES | _DOTS)) + r"]|\d")
+_SPACES = frozenset(
+    "\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_FOLD_NEEDED = re.compile("[" + "".join(sorted(_INVISIBLE | _DASHES | _DOTS | _SPACES)) + r"]|\d")
 _NON_ASCII_RUN = re.compile(rb"\?+")  # over text.encode("ascii", "replace")
 
 
@@ -88,12 +95,33 @@ def fold(text: str) -> Folded:
             continue
         builder.add(text[pos:start], pos)
         for origin, cluster in _clusters(chunk, start):
+            if cluster in _SPACES and _between_digits(text, origin):
+                continue  # a space inside a digit group: "41\u00a011 1111 1111 1111"
             builder.add(_fold_cluster(cluster), origin)
         pos = end
     if pos == 0:
         return Folded(text)
     builder.add(text[pos:], pos)
     return builder.build()
+
+
+def _between_digits(text: str, index: int) -> bool:
+    """Whether the Unicode spaces around ``index`` split one digit group of at most four.
+
+    "41\u00a011 1111" and "4111 11\u00a011" are groups cut in two (a disguise); "530\u00a099
+    \u00a09095" and "12\u202f480" keep their spaces, which separate groups a reader sees.
+    """
+    before, after = index - 1, index + 1
+    while before >= 0 and text[before] in _SPACES:
+        before -= 1
+    while after < len(text) and text[after] in _SPACES:
+        after += 1
+    left = right = 0
+    while before - left >= 0 and left < 5 and text[before - left].isdigit():
+        left += 1
+    while after + right < len(text) and right < 5 and text[after + right].isdigit():
+        right += 1
+    return left > 0 and right > 0 and left + right <= 4
 
 
 def _clusters(chunk: str, offset: int) -> Iterator[tuple[int, str]]:
@@ -114,7 +142,7 @@ def _fold_cluster(cluster: str) -> str:
 def _fold_char(char: str) -> str:
     if char.isascii():
         return char
-    if char in _DASHES or char in _DOTS:
-        return "-" if char in _DASHES else "."
+    if char in _DASHES or char in _DOTS or char in _SPACES:
+        return "-" if char in _DASHES else "." if char in _DOTS else " "
     digit = unicodedata.decimal(char, None)
     return char if digit is None else str(digit)

@@ -71,6 +71,7 @@ class Scan:
         self.enabled = enabled
         self.found: list[tuple[str, int, int]] = []
         self.pending: list[tuple[str, int, int]] = []  # (kind, start, end)
+        self.runs: list[tuple[int, int]] = []  # digit runs of 9+ digits, for pii_windows
         self._words = b""
 
     @property

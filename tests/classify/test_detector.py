@@ -193,7 +193,7 @@ NEGATIVES = [
     "std::vector<int> v; a::b::c",
     "octets 256.1.1.1 and 999.999.999.999",
     "@decorator and user@localhost",
-    "write to john at example dot com",
+    "look at this dot product",
     "3 blocks down the street",
     "we drove 12 miles down the road",
     "the 5 Star rating",

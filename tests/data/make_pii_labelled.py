@@ -686,6 +686,167 @@ def mixed() -> list[Snippet]:
     return out
 
 
+# -- issue 17: what text nobody here wrote looks like ---------------------------------------------
+ODD_SEPARATORS = ["\t", "\n", ",", "_", "*", "/", "  ", "\u00a0", "\u202f", "\u2009", "\u3000"]
+NUMBER_NEIGHBOURS = ["1.", "2)", "Refund 100.00", "exp 12/29", "qty 3", "#12", "2024-01-05"]
+CARD_WORDS_17 = ["card", "Karte", "carte", "tarjeta", "visa", "paid with", "cc", "pan"]
+
+
+def luhn_card(prefix: str, length: int) -> str:
+    body = prefix + digits(length - len(prefix) - 1)
+    return body + luhn_digit(body)
+
+
+def neighbour_cases() -> list[Snippet]:
+    """A number before the value: list markers, amounts, dates, a first address."""
+    out = []
+    for index in range(40):
+        before = NUMBER_NEIGHBOURS[index % len(NUMBER_NEIGHBOURS)]
+        number = group_card(card(), RNG.choice([" ", "-"]))
+        out.append(snip(f"{before} {number} please", ("CREDIT_CARD", number)))
+        value = ssn()
+        out.append(snip(f"{index % 9 + 1}) {value}", ("US_SSN", value)))
+    for _ in range(20):
+        first, second = ipv4(), ipv4()
+        out.append(snip(f"{first} {second}", ("IP_ADDRESS", first), ("IP_ADDRESS", second)))
+    return out
+
+
+def card_length_cases() -> list[Snippet]:
+    """Every length the networks issue: Maestro 12-19, JCB and UATP at 15, UnionPay at 19."""
+    layouts = [
+        ("5018", 12), ("6759", 13), ("5020", 15), ("2131", 15), ("1800", 15), ("1", 15),
+        ("62", 19), ("62", 17), ("2200", 16), ("3528", 18), ("4", 19), ("81", 16),
+    ]  # fmt: skip
+    out = []
+    for index in range(60):
+        prefix, length = layouts[index % len(layouts)]
+        number = luhn_card(prefix, length)
+        word = CARD_WORDS_17[index % len(CARD_WORDS_17)]
+        out.append(snip(f"{word} {number} on file", ("CREDIT_CARD", number)))
+    return out
+
+
+def separator_cases() -> list[Snippet]:
+    """Tab, newline, comma, underscore, star, slash, double and Unicode spaces."""
+    out = []
+    for index in range(44):
+        sep = ODD_SEPARATORS[index % len(ODD_SEPARATORS)]
+        number = sep.join(group_card(card(), " ").split(" "))
+        out.append(snip(f"card {number} thanks", ("CREDIT_CARD", number)))
+        country = list(IBAN_FORMATS)[index % len(IBAN_FORMATS)]
+        account = sep.join(group4(iban(country)).split(" ")) if sep != "," else iban(country)
+        account = account.lower() if index % 5 == 2 else account
+        out.append(snip(f"IBAN {account} bitte", ("IBAN", account)))
+        value = ssn().replace("-", sep if sep.strip() or len(sep) > 1 else "-")
+        out.append(snip(f"SSN {value}", ("US_SSN", value)))
+    for sep in ["\t", "_", "*", "  ", "\u00a0"]:
+        for _ in range(4):
+            phone = f"+44{sep}20{sep}{n(4)}{sep}{digits(4)}"
+            out.append(snip(f"tel {phone}", ("PHONE", phone)))
+    spaced = [("DE 89 3704 0044 0532 0130 00"), ("De89 3704 0044 0532 0130 00"),
+              ("DE89.3704.0044.0532.0130.00"), ("DE89/3704/0044/0532/0130/00")]  # fmt: skip
+    out += [snip(f"IBAN {value}", ("IBAN", value)) for value in spaced]
+    return out
+
+
+def conversational_phone_cases() -> list[Snippet]:
+    """Short local numbers right after how people write about calling."""
+    makers = [
+        lambda: f"{n(3)} {digits(4)}",
+        lambda: f"{n(2)}-{digits(2)}-{digits(2)}-{digits(2)}",
+        lambda: f"{n(3)} {digits(3)} {digits(3)}",
+        lambda: f"{n(3)}-{digits(4)}",
+        lambda: f"{n(7)}",
+    ]
+    starts = ["call me on", "no answer at", "texts to", "ring me at", "reach us at",
+              "text me at", "message me on", "whatsapp me", "contact me on", "answering machine at",
+              "ruf mich an unter", "rappeler au", "llamar al", "chiamare al", "bel me op",
+              "ligue para", "call", "Call us on"]  # fmt: skip
+    out = []
+    for index in range(54):
+        phone = makers[index % len(makers)]()
+        out.append(snip(f"{starts[index % len(starts)]} {phone} tonight", ("PHONE", phone)))
+    return out
+
+
+def obfuscated_email_cases() -> list[Snippet]:
+    """At/dot words, brackets, spaces around '@', quoted local parts."""
+    out = []
+    for index in range(50):
+        first, last = RNG.choice(FIRST), RNG.choice(LAST)
+        domain, tld = (
+            RNG.choice(["example", "mail", "acme", "corp"]),
+            RNG.choice(["com", "org", "de"]),
+        )
+        value = [
+            f"{first} at {domain} dot {tld}",
+            f"{first}.{last} [at] {domain} [dot] {tld}",
+            f"{first} (at) {domain} (dot) {tld}",
+            f"{first} @ {domain}.{tld}",
+            f'"{first} {last}"@{domain}.{tld}',
+            f"{first.upper()} AT {domain.upper()} DOT {tld.upper()}",
+            f"{first}@ {domain}.{tld}",
+        ][index % 7]
+        out.append(snip(f"write to {value} today", ("EMAIL", value)))
+    return out
+
+
+def issue17_cases() -> list[Snippet]:
+    """Appended last, so that every row generated before stays as it was."""
+    parts = [neighbour_cases(), card_length_cases(), separator_cases(),
+             conversational_phone_cases(), obfuscated_email_cases()]  # fmt: skip
+    return [item for part in parts for item in part]
+
+
+NEAR_MISSES_OUT = Path(__file__).with_name("pii_near_misses.jsonl")
+
+
+def near_miss_set() -> list[Snippet]:
+    """Values that look like PII and are not: a set of its own, for the false-positive rate."""
+    hexes = "0123456789abcdef"
+    makers = [
+        lambda: f"Order #{n(7)} shipped; order {n(8)}-{n(6)} pending",
+        lambda: f"invoice INV-{RNG.randint(2019, 2026)}-{digits(9)} and INV/{n(4)}/{n(6)}",
+        lambda: f"Rechnung Nr. {n(10)} vom {RNG.randint(1, 28)}.{RNG.randint(1, 12)}.2024",
+        lambda: (
+            f"{RNG.randint(2000, 2030)}-{RNG.randint(1, 12):02d}-{RNG.randint(1, 28):02d}T"
+            f"{RNG.randint(0, 23):02d}:{RNG.randint(0, 59):02d}:{RNG.randint(0, 59):02d}."
+            f"{digits(6)}Z took {n(7)} us"
+        ),
+        lambda: f"ts {RNG.randint(1_500_000_000, 1_900_000_000)}.{digits(6)} pid {n(5)}",
+        lambda: (
+            f"version {RNG.randint(1, 20)}.{RNG.randint(0, 9)}.{RNG.randint(0, 99999)}."
+            f"{RNG.randint(0, 9999)}"
+        ),
+        lambda: (
+            f"release v{RNG.randint(1, 9)}.{RNG.randint(0, 30)}.{RNG.randint(0, 30)}-rc."
+            f"{RNG.randint(1, 9)}"
+        ),
+        lambda: f"sha256 {''.join(RNG.choice(hexes) for _ in range(64))}",
+        lambda: f"md5 {''.join(RNG.choice(hexes) for _ in range(32))}",
+        lambda: f"uuid {uuid()}",
+        lambda: f"git {''.join(RNG.choice(hexes) for _ in range(40))} merged",
+        lambda: f"short sha {''.join(RNG.choice(hexes) for _ in range(7))}",
+        lambda: (
+            "readings " + ", ".join(f"{RNG.randint(10, 99)}.{RNG.randint(0, 9)}" for _ in range(8))
+        ),
+        lambda: "samples: " + " ".join(str(RNG.randint(0, 255)) for _ in range(12)),
+        lambda: "[" + ", ".join(str(RNG.randint(0, 9999)) for _ in range(10)) + "]",
+        lambda: f"for i in range({n(7)}): total += i * {n(5)}",
+        lambda: f"x = np.zeros(({n(3)}, {n(3)})) @ w.T  # {n(4)} params",
+        lambda: f"SELECT * FROM t WHERE id IN ({n(6)}, {n(6)}, {n(6)})",  # noqa: S608  # text
+        lambda: f"lat {RNG.randint(-80, 80)}.{digits(6)}, lon {RNG.randint(-170, 170)}.{digits(6)}",
+        lambda: f"matrix {' '.join(RNG.choice('01') for _ in range(16))}",
+        lambda: f"ISBN 978-{n(1)}-{n(3)}-{n(5)}-{RNG.randint(0, 9)}",
+        lambda: f"tracking 1Z{n(6)}{n(10)} via UPS",
+        lambda: f"Total: {RNG.randint(1, 999)},{digits(3)},{digits(3)}.{digits(2)} USD",
+        lambda: f"step {n(4)}/{n(5)} loss {RNG.random():.6f} lr 3e-4",
+        lambda: f"phone model SM-G{n(3)}F build {n(2)}.{n(1)}.{n(6)}",
+    ]
+    return [snip(make()) for make in makers for _ in range(12)]
+
+
 def build() -> list[Snippet]:
     parts = [
         email_positives(),
@@ -700,6 +861,7 @@ def build() -> list[Snippet]:
         near_misses(),
         this_host(),
         id_numbers(),
+        issue17_cases(),
     ]
     return [item for part in parts for item in part]
 
@@ -707,6 +869,11 @@ def build() -> list[Snippet]:
 def main() -> None:
     rows = build()
     OUT.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), "utf-8")
+    misses = near_miss_set()
+    NEAR_MISSES_OUT.write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in misses), "utf-8"
+    )
+    print(f"wrote {len(misses)} near misses to {NEAR_MISSES_OUT}")
     print(f"wrote {len(rows)} snippets to {OUT}")
 
 
