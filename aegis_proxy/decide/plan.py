@@ -17,7 +17,7 @@ import structlog
 
 from aegis_proxy.classify.detector import IMAGE
 from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
-from aegis_proxy.decide.request import has_images, query_hash, validate_messages
+from aegis_proxy.decide.request import has_images, query_hash, validate_messages, validate_task
 from aegis_proxy.decide.rules import LLMTask, decide_route
 from aegis_proxy.errors import PrivacyViolationError
 
@@ -51,10 +51,10 @@ class Plan:
         return self.contains_pii and self.redaction is None
 
 
-def plan_request(rt: Runtime, messages: object, task: LLMTask | None) -> Plan:
+def plan_request(rt: Runtime, messages: object, task: object) -> Plan:
     """Validate, scan for PII, route and apply the privacy action, without any network call."""
     checked = validate_messages(messages)
-    task = task or LLMTask()
+    task = validate_task(task)
     entities = scan_request(rt, checked)
     images = has_images(checked)
     if images and rt.config.privacy.images == "local_only":
