@@ -11,7 +11,9 @@ What must always hold:
   ``function.arguments`` JSON text) are refused; nothing after it sees the caller's objects;
 - ``task`` may be an ``LLMTask`` or a mapping of its fields (checked like one); anything
   else is refused;
-- ``query_hash`` is a one-way digest of the messages: the ledger keeps it instead of text.
+- ``query_hash`` is a one-way digest of the messages, kept in memory only (it splits
+  traffic for ``percent`` rules); the ledger stores it keyed with its own secret
+  (``aegis_proxy.settle.records.keyed_hash``), never as computed here.
 """
 
 from __future__ import annotations

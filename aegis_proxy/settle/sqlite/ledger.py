@@ -15,7 +15,9 @@ hold, on either backend:
   becomes 'expired' and its money is released; a late settle still records the cost;
 - ``budget_usage`` moves in the same transaction as the row it reflects;
 - nothing is dropped silently: a locked database is waited for, then ``LedgerError``;
-- no prompt, response or key is ever written here: the row keeps only a query hash.
+- no prompt, response or key is ever written here: the row keeps only a query hash, keyed
+  with the file's own secret (``ledger_secrets``, m005; see ``settle.records``), which is
+  never logged.
 
 This module stays light to import (no SDKs, no tokenizer, no database driver):
 ``aegis-proxy report`` uses it.
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING
 from aegis_proxy.errors import LedgerError
 from aegis_proxy.settle import budget as rules
 from aegis_proxy.settle.records import (
+    HASH_KEY_QUERY,
     AttemptOutcome,
     AttemptStart,
     BudgetLimit,
@@ -39,6 +42,7 @@ from aegis_proxy.settle.records import (
     alive,
     check_outcome,
     dicts,
+    hash_key_of,
     host_identity,
     iso,
     outcome_params,
@@ -85,6 +89,7 @@ class Ledger:
         self._warned = rules.WarnedPeriods()
         self._budgets: dict[str, BudgetLimit] = {}
         self._next_pid_sweep = 0.0
+        self._hash_key = b""  # read from the file by the first write (m005)
         self._db = SQLiteConnection(self.path, busy_timeout_s)
         try:
             self._db.write("open", self._migrate_and_sweep)
@@ -125,7 +130,8 @@ class Ledger:
                 self._sweep_dead_pids(conn)
             if budget is not None and reserve_micros > 0:
                 _check_budget(conn, start.provider, stamp, reserve_micros, budget)
-            params = row_params(start, stamp, reserve_micros, unix + self.reservation_ttl_s)
+            expires = unix + self.reservation_ttl_s
+            params = row_params(start, stamp, reserve_micros, expires, self._hash_key)
             row_id = conn.execute(sql.INSERT_ROW, (*params, os.getpid(), self._host)).lastrowid
             usage = _add_usage(conn, start.provider, stamp, (0, reserve_micros))
             return int(row_id or 0), usage
@@ -206,7 +212,7 @@ class Ledger:
 
     def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None:
         """Record a request refused for privacy before any provider call (audit only)."""
-        params = refusal_params(refusal, iso(utc(now)))
+        params = refusal_params(refusal, iso(utc(now)), self._hash_key)
         self._db.write("record_refusal", lambda c: c.execute(sql.INSERT_REFUSAL, params))
 
     def privacy_rows(self, month: str) -> list[dict[str, object]]:
@@ -228,6 +234,7 @@ class Ledger:
 
     def _migrate_and_sweep(self, conn: sqlite3.Connection) -> None:
         apply_migrations(conn, iso(utc(None)))
+        self._hash_key = hash_key_of(conn.execute(HASH_KEY_QUERY).fetchall())
         self._sweep_dead_pids(conn)
 
     def _expire_stale(self, conn: sqlite3.Connection, provider: str, unix: float) -> None:
