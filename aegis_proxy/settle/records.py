@@ -8,7 +8,7 @@ The proxy talks to a ledger through ``LedgerBackend`` only, so the embedded SQLi
   once; spent + reserved <= limit after every reservation, at any concurrency;
 - ``LedgerUnavailableError`` means "the database cannot be reached now": the proxy skips a
   budgeted provider (its budget cannot be checked) and falls over to the next one;
-- this module imports only the standard library and ``aegis_proxy.errors``, so
+- this module imports only the standard library, so
   ``aegis-proxy report`` stays fast; nothing here ever holds prompt or response text;
 - ``query_hash`` is stored keyed: a record carries the plain digest of the messages (in
   memory only, never in a repr), and ``row_params``/``refusal_params`` write
@@ -27,8 +27,6 @@ import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
-
-from aegis_proxy.errors import LedgerError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -172,25 +170,14 @@ def check_outcome(outcome: AttemptOutcome) -> None:
         raise ValueError("token counts and cost must not be negative")
 
 
-HASH_KEY_QUERY = "SELECT value FROM ledger_secrets WHERE name = 'query_hash_key'"
-"""The ledger's query-hash key (migration m005), the same statement on both backends."""
-
-
-def hash_key_of(rows: Sequence[Sequence[Any]]) -> bytes:
-    """The key from ``HASH_KEY_QUERY``'s rows; a ledger without one is broken, not keyless."""
-    if not rows:
-        raise LedgerError("open", "the ledger has no query_hash key (migration m005)")
-    return bytes.fromhex(str(rows[0][0]))
-
-
 def keyed_hash(key: bytes, digest: str) -> str:
     """What the ledger stores of a request's digest: HMAC-SHA256 under the ledger's key.
 
     The plain digest of a templated prompt can be brute-forced (try every phone number);
     without the key, the stored value cannot.
     """
-    if not key:  # never a weak (unkeyed) hash by accident
-        raise LedgerError("write", "the ledger's query_hash key is not loaded")
+    if not key:  # never a weak (unkeyed) hash by accident: a bug, not a state
+        raise ValueError("the ledger's query_hash key is not loaded")
     return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
 
 

@@ -45,19 +45,18 @@ from aegis_proxy.settle.postgres.migrations import apply_migrations
 from aegis_proxy.settle.postgres.pool import Connection, PostgresPool
 from aegis_proxy.settle.postgres.spool import Entry, Spool
 from aegis_proxy.settle.records import (
-    HASH_KEY_QUERY,
     AttemptOutcome,
     AttemptStart,
     BudgetLimit,
     PrivacyRefusal,
     check_outcome,
     dicts,
-    hash_key_of,
     host_identity,
     iso,
     refusal_params,
     utc,
 )
+from aegis_proxy.settle.sqlite.queries import HASH_KEY_QUERY, hash_key_of
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
 
 if TYPE_CHECKING:

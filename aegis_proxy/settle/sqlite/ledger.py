@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 from aegis_proxy.errors import LedgerError
 from aegis_proxy.settle import budget as rules
 from aegis_proxy.settle.records import (
-    HASH_KEY_QUERY,
     AttemptOutcome,
     AttemptStart,
     BudgetLimit,
@@ -42,7 +41,6 @@ from aegis_proxy.settle.records import (
     alive,
     check_outcome,
     dicts,
-    hash_key_of,
     host_identity,
     iso,
     outcome_params,
@@ -54,7 +52,7 @@ from aegis_proxy.settle.records import (
 from aegis_proxy.settle.sqlite import queries as sql
 from aegis_proxy.settle.sqlite.connection import SQLiteConnection
 from aegis_proxy.settle.sqlite.migrations import apply_migrations
-from aegis_proxy.settle.sqlite.queries import rebuild_usage
+from aegis_proxy.settle.sqlite.queries import HASH_KEY_QUERY, hash_key_of, rebuild_usage
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
 
 if TYPE_CHECKING:
