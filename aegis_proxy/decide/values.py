@@ -34,8 +34,50 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 def plain_copy(value: object, path: str) -> Any:
-    """A deep plain-JSON copy of ``value``, or ``RequestValidationError`` naming the path."""
-    return _copy(value, path, ())
+    """A deep plain-JSON copy of ``value``, or ``RequestValidationError`` naming the path.
+
+    The common case (valid input) takes a fast pass that builds no paths; only a value it
+    refuses is walked again, slowly, to name where.
+    """
+    try:
+        return _fast_copy(value, ())
+    except _Refused:
+        return _copy(value, path, ())  # raises, naming the path
+
+
+class _Refused(Exception):
+    """The fast pass met something it does not copy (the slow pass says what and where)."""
+
+
+def _fast_copy(value: object, parents: tuple[int, ...]) -> Any:
+    if type(value) is str:
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _Refused from None
+        return value
+    if type(value) is int or type(value) is bool or value is None:
+        return value
+    if type(value) is list or type(value) is dict:
+        if id(value) in parents or len(parents) >= MAX_DEPTH:
+            raise _Refused
+        inside = (*parents, id(value))
+        if type(value) is dict:
+            return _fast_copy_dict(value, inside)
+        return [_fast_copy(item, inside) for item in value]
+    if type(value) is float and math.isfinite(value):
+        return value
+    raise _Refused  # tuples, other mappings, models, and what is refused: the slow pass
+
+
+def _fast_copy_dict(value: dict[Any, Any], parents: tuple[int, ...]) -> dict[str, Any]:
+    copied = {}
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            raise _Refused
+        copied[key] = _fast_copy(item, parents)
+    return copied
 
 
 def check_text(text: str, path: str) -> str:

@@ -8,6 +8,7 @@ AttributeError), and nothing invalid reaches a fake provider or the ledger.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 from pathlib import Path
@@ -272,3 +273,22 @@ def test_junk_only_ever_raises_aegis_errors(
         pass
     except AegisError as exc:  # pragma: no cover - a failure to report
         pytest.fail(f"junk passed validation and failed later: {exc!r}")
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_JUNK)
+def test_plain_copy_is_json_or_a_named_refusal(value: Any) -> None:
+    """Any junk either copies to a value JSON encodes (and decodes back to) or is refused."""
+    try:
+        copied = plain_copy({"junk": value}, "x")
+    except RequestValidationError as exc:
+        field = exc.field
+        copied = None
+    else:
+        field = ""
+    if copied is None and field:
+        assert field.startswith("x.junk")
+        return
+    text = json.dumps(copied, ensure_ascii=False, allow_nan=False)
+    text.encode("utf-8")
+    assert json.loads(text) == copied
