@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from aegis_proxy import errors
@@ -37,9 +37,7 @@ from aegis_proxy.call.resilience import CircuitBreaker
 from aegis_proxy.call.streaming import AegisStream
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.decide.plan import Plan, plan_request
-from aegis_proxy.decide.request import (
-    validate_params,
-)
+from aegis_proxy.decide.request import validate_deadline, validate_params
 from aegis_proxy.decide.rules import LLMTask
 from aegis_proxy.job import Job
 from aegis_proxy.observe.events import Observer
@@ -191,7 +189,7 @@ class AegisLLMProxy:
 
     # -- classify and decide ------------------------------------------------------------
 
-    def plan(self, messages: object, task: LLMTask | None = None) -> Plan:
+    def plan(self, messages: object, task: LLMTask | Mapping[str, Any] | None = None) -> Plan:
         """Validate, scan for PII and route, without any network call."""
         return plan_request(self._rt, messages, task)
 
@@ -210,12 +208,17 @@ class AegisLLMProxy:
     async def acompletion(
         self,
         messages: object,
-        task: LLMTask | None = None,
+        task: LLMTask | Mapping[str, Any] | None = None,
         *,
         deadline_s: float | None = None,
         **params: Any,
     ) -> ChatCompletion | AegisStream:
-        """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``."""
+        """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``.
+
+        ``task`` may be a mapping of ``LLMTask`` fields; every bad input is a
+        ``RequestValidationError`` naming it, before any network call or ledger row.
+        """
+        deadline_s = validate_deadline(deadline_s)
         validate_params(params)
         rt = self._rt
         try:

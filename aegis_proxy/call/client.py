@@ -14,7 +14,8 @@ What must always hold:
   for the SDKs whose HTTP client we can hand that context to (Ollama and the plain
   OpenAI-compatible ones); any other SDK keeps one client;
 - each API key reaches only its own provider: a provider without a configured key never
-  picks one up from the process environment (``OPENAI_API_KEY``, ``OLLAMA_API_KEY``);
+  picks one up from the process environment (``OPENAI_API_KEY``, ``OLLAMA_API_KEY``), nor
+  a base URL, organization, project or header (``aegis_proxy.call.ambient``);
 - every exception out of the SDK becomes a ``ProviderCallError`` in ``map_sdk_errors``,
   and its message never carries request or response text.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy import errors
+from aegis_proxy.call.ambient import drop_ambient_settings, explicit_api_base
 
 if TYPE_CHECKING:
     import ssl
@@ -314,7 +316,10 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _create_client(config: ProviderConfig, context: ssl.SSLContext) -> tuple[Any, bool]:
-    """A new any-llm client, and whether it was handed ``context`` (then more may follow)."""
+    """A new any-llm client, and whether it was handed ``context`` (then more may follow).
+
+    It gets nothing from the process environment (``aegis_proxy.call.ambient``).
+    """
     from any_llm import AnyLLM  # lazy: ~1.5 s import
 
     key = config.api_key.get_secret_value() if config.api_key else None
@@ -322,16 +327,20 @@ def _create_client(config: ProviderConfig, context: ssl.SSLContext) -> tuple[Any
     if config.sdk == "ollama":
         if key:
             kwargs["headers"] = {"Authorization": f"Bearer {key}"}
-        client: Any = AnyLLM.create("ollama", api_base=config.api_base, verify=context, **kwargs)
+        base = explicit_api_base(config, None)
+        client: Any = AnyLLM.create("ollama", api_base=base, verify=context, **kwargs)
         if not key:  # the ollama client reads OLLAMA_API_KEY from the environment: drop it
             client.client._client.headers.pop("authorization", None)
         return client, True
-    shareable = _plain_openai_client(AnyLLM.get_provider_class(config.sdk))
+    provider_class = AnyLLM.get_provider_class(config.sdk)
+    shareable = _plain_openai_client(provider_class)
     if shareable:
         kwargs["http_client"] = _openai_http_client(context)
+    base = explicit_api_base(config, provider_class)
     client = AnyLLM.create(
-        config.sdk, api_key=key or _NO_KEY, api_base=config.api_base, max_retries=0, **kwargs
+        config.sdk, api_key=key or _NO_KEY, api_base=base, max_retries=0, **kwargs
     )
+    drop_ambient_settings(client, config)
     _load_chat_resources(client)
     return client, shareable
 

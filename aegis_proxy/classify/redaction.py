@@ -2,8 +2,14 @@
 
 What must always hold:
 - every detected value in every part of the request (text, content parts, tool results,
-  tool-call arguments) is replaced by a stable placeholder (``<EMAIL_1>``, ``<PHONE_2>``):
-  the same value gets the same placeholder everywhere in the request;
+  tool-call arguments, ``tool_call_id`` and ``tool_calls[].id``) is replaced by a stable
+  placeholder (``<EMAIL_1>``, ``<PHONE_2>``): the same value gets the same placeholder
+  everywhere in the request (so a tool call and its result still pair up);
+- placeholders are unforgeable: a placeholder-shaped string the caller wrote anywhere in
+  the request (also JSON-, %- or HTML-escaped) is never issued, so a reply echoing it is
+  never "restored" to a real value; only placeholders this redaction issued are restored.
+  This is deterministic (no random nonce): the same request redacts the same way, so the
+  response cache still serves redacted requests;
 - the mapping lives only in memory, for that one request; it is never logged or stored;
 - restoring is exact, also when a placeholder arrives split across streamed chunks
   (``StreamRestorer`` holds back a possible placeholder prefix until it is complete);
@@ -18,8 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aegis_proxy.classify.detector import PiiMatch
+from aegis_proxy.classify.walk import decoded_views, iter_strings
 
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
+_MAYBE_PLACEHOLDER = re.compile(r"[<%&\\]")  # a placeholder, or an escape that could hide one
 _MAX_PLACEHOLDER = 40  # longest "<ENTITY_N>" we ever hold back while streaming
 
 
@@ -35,6 +43,7 @@ class Redaction:
         self._placeholders: dict[tuple[str, str], str] = {}
         self._values: dict[str, str] = {}
         self._counts: dict[str, int] = {}
+        self._taken: set[str] = set()  # placeholder-shaped strings the caller wrote
 
     def __repr__(self) -> str:  # never show values
         return f"Redaction({len(self._values)} placeholders)"
@@ -43,8 +52,14 @@ class Redaction:
     def count(self) -> int:
         return len(self._values)
 
+    def reserve_written(self, value: object) -> None:
+        """Never issue a placeholder that ``value`` holds already (in any reading of it)."""
+        for text in iter_strings(value):
+            self._taken.update(_placeholders_in(text))
+
     def redact_text(self, text: str) -> str:
         """``text`` with every detected value replaced by its placeholder."""
+        self._taken.update(_placeholders_in(text))
         matches = sorted(self._scanner.scan_text(text), key=lambda m: m.start)
         pieces, last = [], 0
         for match in matches:
@@ -58,6 +73,8 @@ class Redaction:
         key = (match.entity_type, text[match.start : match.end])
         if key not in self._placeholders:
             number = self._counts.get(match.entity_type, 0) + 1
+            while f"<{match.entity_type}_{number}>" in self._taken:
+                number += 1  # the caller wrote this one: it must not stand for a value
             self._counts[match.entity_type] = number
             placeholder = f"<{match.entity_type}_{number}>"
             self._placeholders[key] = placeholder
@@ -76,6 +93,7 @@ class Redaction:
 
     def redact_messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         """A redacted copy of the messages; the originals are left untouched."""
+        self.reserve_written(messages)
         return [self._redact_message(m) for m in messages]
 
     def _redact_message(self, message: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,6 +108,8 @@ class Redaction:
             copy["content"] = [self._redact_part(p) for p in content]
         if message.get("tool_calls"):
             copy["tool_calls"] = [self._redact_call(c) for c in message["tool_calls"]]
+        if isinstance(message.get("tool_call_id"), str):
+            copy["tool_call_id"] = self.redact_text(message["tool_call_id"])
         return copy
 
     def _redact_part(self, part: Any) -> Any:
@@ -98,11 +118,16 @@ class Redaction:
         return part
 
     def _redact_call(self, call: Any) -> Any:
-        function = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(function, Mapping) or not isinstance(function.get("arguments"), str):
+        if not isinstance(call, Mapping):
             return call
-        arguments = _map_json_text(function["arguments"], self.redact_text)
-        return {**call, "function": {**function, "arguments": arguments}}
+        copy = dict(call)
+        if isinstance(call.get("id"), str):
+            copy["id"] = self.redact_text(call["id"])
+        function = call.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("arguments"), str):
+            arguments = _map_json_text(function["arguments"], self.redact_text)
+            copy["function"] = {**function, "arguments": arguments}
+        return copy
 
 
 class StreamRestorer:
@@ -123,6 +148,17 @@ class StreamRestorer:
         """Whatever is still held back, restored, at the end of the stream."""
         text, self._held = self._held, ""
         return self._redaction.restore(text)
+
+
+def _placeholders_in(text: str) -> set[str]:
+    """Placeholder-shaped strings in ``text`` and in its decoded readings (JSON, %, HTML)."""
+    if not _MAYBE_PLACEHOLDER.search(text):
+        return set()
+    found = {m.group(0) for m in _PLACEHOLDER.finditer(text)}
+    for view in decoded_views(text):
+        for decoded in view:
+            found.update(m.group(0) for m in _PLACEHOLDER.finditer(decoded))
+    return found
 
 
 def _holdback_start(text: str) -> int:

@@ -30,8 +30,11 @@ from urllib.parse import unquote
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-SKIPPED_KEYS = frozenset({"role", "type", "tool_call_id", "id"})
-"""Keys whose string values are protocol tokens, not content (walked if not strings)."""
+SKIPPED_KEYS = frozenset({"role", "type"})
+"""Keys whose string values are protocol tokens, not content (walked if not strings).
+
+Ids (``tool_call_id``, ``tool_calls[].id``) are not among them: a caller can put anything
+in an id, and it is sent like the rest."""
 _FIELD_NAMES = frozenset(
     {"role", "content", "name", "tool_calls", "function", "arguments", "type", "text",
      "image_url", "url", "detail", "tool_call_id", "id", "function_call", "refusal"}

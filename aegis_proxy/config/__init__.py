@@ -4,6 +4,9 @@ What must always hold:
 - every bad input raises ``ConfigError`` naming the file and the dotted key
   (``providers.openai.timeout_s``, ``routing.rules[1].route[0]``), YAML syntax errors with
   their line;
+- a key given twice in one mapping, at any depth, is a ``ConfigError`` naming the key and
+  both lines: never "the last one wins" (a second ``privacy:`` block, a repeated
+  ``local: true``);
 - ``${VAR}`` (or ``${VAR:-default}``) is read from the environment; a provider whose
   variable is unset is *unavailable* (``ProviderConfig.unavailable_reason``), not an error;
 - a paid (non-local) provider whose model has no price, neither ``price`` nor LiteLLM's
@@ -121,12 +124,58 @@ def _read_yaml(name: str) -> Any:
     except OSError as exc:
         raise ConfigError(name, "", f"cannot read file: {exc.strerror}{_whence(name)}") from None
     try:
-        return yaml.safe_load(text) or {}
+        return yaml.load(text, Loader=_UniqueKeyLoader) or {}  # noqa: S506  # a SafeLoader
+    except _DuplicateKeyError as exc:
+        raise ConfigError(name, exc.key, exc.problem) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(name, "", f"YAML syntax error at {line}{problem}") from None
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    """A mapping names one key twice; ``key`` is its dotted path."""
+
+    def __init__(self, key: str, first: int, second: int) -> None:
+        self.key = key
+        self.problem = f"duplicate key: line {second} repeats the key of line {first}"
+        super().__init__(f"{key}: {self.problem}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML says it is an
+    error; PyYAML keeps the last one, so a second ``privacy:`` block silently replaced the
+    first). Keys merged in with ``<<`` may still be overridden, as YAML intends.
+    """
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._paths: dict[int, str] = {}
+        self._name_paths(node, "")
+        return super().construct_document(node)
+
+    def _name_paths(self, node: yaml.Node, path: str) -> None:
+        self._paths[id(node)] = path
+        if isinstance(node, yaml.SequenceNode):
+            for i, child in enumerate(node.value):
+                self._name_paths(child, f"{path}[{i}]")
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, child in node.value:
+                self._name_paths(child, _join(path, str(key_node.value)))
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str | int | float | bool) or key is None:
+                if key in seen:
+                    path = _join(self._paths.get(id(node), ""), str(key))
+                    raise _DuplicateKeyError(path, seen[key], line)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _interpolate(value: Any, name: str, key: str, missing: dict[str, list[str]]) -> Any:

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_validator
 
 from aegis_proxy.config.routing import routes_of
 from aegis_proxy.config.sections import StrictModel
@@ -49,6 +49,10 @@ class ProviderConfig(StrictModel):
     model: str = Field(min_length=1)
     api_base: str | None = None
     api_key: SecretStr | None = None
+    # OpenAI-protocol SDKs only: the OpenAI-Organization / OpenAI-Project headers. Unset,
+    # none is sent (never OPENAI_ORG_ID / OPENAI_PROJECT_ID from the environment).
+    organization: str | None = Field(default=None, min_length=1)
+    project: str | None = Field(default=None, min_length=1)
     local: bool = False
     vision: bool = False
     price: PriceConfig | None = None
@@ -57,6 +61,13 @@ class ProviderConfig(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0)
     _unavailable_reason: str | None = PrivateAttr(default=None)
     _prices: dict[str, Price] = PrivateAttr(default_factory=dict)
+
+    @field_validator("organization", "project")
+    @classmethod
+    def _openai_protocol_only(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("sdk") == "ollama":
+            raise ValueError("the ollama SDK sends no OpenAI organization or project")
+        return value
 
     @property
     def unavailable_reason(self) -> str | None:

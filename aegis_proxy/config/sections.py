@@ -6,13 +6,16 @@ names only what it changes. What must always hold:
 - every config model derives from ``StrictModel``: an unknown key is an error (a typo is
   never silently ignored) and a loaded config is immutable;
 - a regular expression in the config (``recognizers[].pattern``, ``allow: re:...``) is
-  checked at load: a bad one names its key, never fails later on a request.
+  checked at load: a bad one names its key, never fails later on a request;
+- so is the ledger's place: an empty ``ledger.path`` or a malformed ``ledger.url`` is a
+  ``ConfigError`` at load (and in ``check-config``), not a failure of the first request.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -83,17 +86,43 @@ class PrivacyConfig(StrictModel):
 
 
 class LedgerConfig(StrictModel):
+    """Where the ledger lives; both keys are checked at load, never at the first request."""
+
     path: str = "data/cost_tracking.db"
     url: str | None = None  # sqlite:///PATH or postgresql://...; wins over path
+
+    @field_validator("path")
+    @classmethod
+    def _a_file(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError("must name a file (an empty path would be no ledger)")
+        return value
 
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(
-            ("sqlite://", "postgresql://", "postgres://")
-        ):
-            raise ValueError("must start with sqlite:// or postgresql://")
+        if value is not None:
+            check_ledger_url(value)
         return value
+
+
+def check_ledger_url(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is ``sqlite:///PATH`` or a well-formed PostgreSQL URL."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError("must not hold spaces or control characters")
+    if url.startswith("sqlite:"):
+        if not url.startswith("sqlite:///") or not url.removeprefix("sqlite:///").strip("/"):
+            raise ValueError("must be sqlite:///PATH (three slashes, then the file)")
+        return
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with sqlite:/// or postgresql://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # reading it checks it: a ValueError for a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a well-formed PostgreSQL URL ({exc})") from None
+    if parts.fragment or parts.path.count("/") > 1:
+        raise ValueError("is not a well-formed PostgreSQL URL (postgresql://user@host:port/db)")
 
 
 class BudgetsConfig(StrictModel):

@@ -5,6 +5,17 @@ request raises ``RequestValidationError``, a request that must not go out raises
 ``PrivacyViolationError`` (carrying its audit ``refusal``); a plan's ``messages`` are what
 providers receive (redacted when the decision is ``redact``) and ``local_only`` is true
 whenever they hold personal data.
+
+The query hash: a plan is made before (and without) the ledger, so ``Plan.query_hash`` is
+the plain SHA-256 of the validated messages, in memory only: it places the request in a
+``percent`` split. The ledger never stores it as is: each row and refusal gets
+``HMAC-SHA256(ledger key, digest)`` when written (``aegis_proxy.settle.records``), with a
+key generated once per ledger (migration m005) and never logged, so a templated prompt's
+phone number cannot be brute-forced from the ledger. The same messages give the same
+stored hash within one ledger, different ones across ledgers. The response cache keys on
+the messages themselves (``aegis_proxy.call.cache``), not on this hash; replay and simulate
+read the stored (keyed) hash as a split's traffic key, so they split the same share of
+user-less requests, though not necessarily the same ones as when they were served.
 """
 
 from __future__ import annotations
@@ -15,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.classify.detector import IMAGE
 from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
-from aegis_proxy.decide.request import has_images, query_hash, validate_messages
+from aegis_proxy.decide.request import has_images, query_hash, validate_messages, validate_task
 from aegis_proxy.decide.rules import LLMTask, decide_route
 from aegis_proxy.errors import PrivacyViolationError
 from aegis_proxy.observe.logs import get_logger
@@ -39,7 +50,7 @@ class Plan:
     pii_entities: dict[str, int]
     contains_pii: bool
     images: bool
-    query_hash: str  # of the caller's messages: the ledger keeps it instead of text
+    query_hash: str  # plain digest of the messages, in memory only: the ledger keys it
     redaction: Redaction | None = None
     privacy: PrivacyDecision | None = None  # None: no personal data
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -50,10 +61,10 @@ class Plan:
         return self.contains_pii and self.redaction is None
 
 
-def plan_request(rt: Runtime, messages: object, task: LLMTask | None) -> Plan:
+def plan_request(rt: Runtime, messages: object, task: object) -> Plan:
     """Validate, scan for PII, route and apply the privacy action, without any network call."""
     checked = validate_messages(messages)
-    task = task or LLMTask()
+    task = validate_task(task)
     entities = scan_request(rt, checked)
     images = has_images(checked)
     if images and rt.config.privacy.images == "local_only":

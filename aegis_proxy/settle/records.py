@@ -8,17 +8,23 @@ The proxy talks to a ledger through ``LedgerBackend`` only, so the embedded SQLi
   once; spent + reserved <= limit after every reservation, at any concurrency;
 - ``LedgerUnavailableError`` means "the database cannot be reached now": the proxy skips a
   budgeted provider (its budget cannot be checked) and falls over to the next one;
-- this module imports only the standard library and ``aegis_proxy.errors``, so
-  ``aegis-proxy report`` stays fast; nothing here ever holds prompt or response text.
+- this module imports only the standard library, so
+  ``aegis-proxy report`` stays fast; nothing here ever holds prompt or response text;
+- ``query_hash`` is stored keyed: a record carries the plain digest of the messages (in
+  memory only, never in a repr), and ``row_params``/``refusal_params`` write
+  ``keyed_hash(key, digest)``, HMAC-SHA256 under the ledger's own secret (m005), so the
+  stored value cannot be brute-forced back to a templated prompt's phone number.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -64,7 +70,7 @@ class AttemptStart:
     data_classification: str
     contains_pii: bool
     stream: bool
-    query_hash: str
+    query_hash: str = field(repr=False)  # the plain digest: keyed only when written
     user_id: str | None = None
     agent: str | None = None
     tags: tuple[str, ...] = ()
@@ -99,7 +105,7 @@ class PrivacyRefusal:
     """A request refused for privacy before any provider was called (no attempt row)."""
 
     request_id: str
-    query_hash: str
+    query_hash: str = field(repr=False)  # the plain digest: keyed only when written
     rule: str
     task_type: str
     data_classification: str
@@ -164,14 +170,26 @@ def check_outcome(outcome: AttemptOutcome) -> None:
         raise ValueError("token counts and cost must not be negative")
 
 
+def keyed_hash(key: bytes, digest: str) -> str:
+    """What the ledger stores of a request's digest: HMAC-SHA256 under the ledger's key.
+
+    The plain digest of a templated prompt can be brute-forced (try every phone number);
+    without the key, the stored value cannot.
+    """
+    if not key:  # never a weak (unkeyed) hash by accident: a bug, not a state
+        raise ValueError("the ledger's query_hash key is not loaded")
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
+
+
 def row_params(
-    start: AttemptStart, stamp: str, reserved: int, expires_at: float
+    start: AttemptStart, stamp: str, reserved: int, expires_at: float, hash_key: bytes
 ) -> tuple[object, ...]:
     """The INSERT_ROW parameters before (pid, host), in column order."""
     s = start
     return (
         s.request_id, s.attempt, stamp, stamp[:7], s.provider, s.model, s.user_id, s.agent,
-        s.query_hash, s.rule, s.task_type, s.quality, s.complexity, s.batch_size,
+        keyed_hash(hash_key, s.query_hash), s.rule, s.task_type, s.quality, s.complexity,
+        s.batch_size,
         s.data_classification, json.dumps(list(s.tags)), int(s.contains_pii), int(s.stream),
         reserved, expires_at, *privacy_params(s.privacy), int(s.provider_local),
     )  # fmt: skip
@@ -185,11 +203,11 @@ def privacy_params(decision: PrivacyDecision | None) -> tuple[object, ...]:
     return (decision.entities_json(), decision.action, removed, int(decision.redacted))
 
 
-def refusal_params(refusal: PrivacyRefusal, stamp: str) -> tuple[object, ...]:
+def refusal_params(refusal: PrivacyRefusal, stamp: str, hash_key: bytes) -> tuple[object, ...]:
     """The INSERT_REFUSAL parameters, in column order."""
     r = refusal
     return (
-        r.request_id, stamp, stamp[:7], r.query_hash, r.rule, r.task_type,
+        r.request_id, stamp, stamp[:7], keyed_hash(hash_key, r.query_hash), r.rule, r.task_type,
         r.data_classification, r.user_id, r.agent, *privacy_params(r.decision)[:3], r.reason,
     )  # fmt: skip
 

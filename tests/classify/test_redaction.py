@@ -138,3 +138,73 @@ async def test_unredactable_requests_stay_local(
         resp = await proxy.acompletion(messages, task)
     assert resp.aegis.provider == "local_ollama"
     assert rig.openai.requests == []
+
+
+FORGED = [
+    ("plain", "<EMAIL_1>"),
+    ("percent-escaped", "%3CEMAIL_1%3E"),
+    ("html-escaped", "&lt;EMAIL_1&gt;"),
+    ("json-escaped", r'{"note": "\u003cEMAIL_1\u003e"}'),  # a JSON tool result
+]
+
+
+@pytest.mark.parametrize("forged", [f for _, f in FORGED], ids=[n for n, _ in FORGED])
+def test_a_placeholder_the_caller_wrote_is_never_issued_or_restored(forged: str) -> None:
+    """A placeholder-shaped string in the input (in any reading) never stands for a value."""
+    redaction = Redaction(PiiDetector())
+    messages = [
+        {"role": "system", "content": f"Customer: {EMAIL}."},
+        {"role": "user", "content": forged if forged.startswith("{") else f"What is {forged}?"},
+    ]
+    out = redaction.redact_messages(messages)
+    assert out[0]["content"] == "Customer: <EMAIL_2>."
+    assert redaction.restore("It is <EMAIL_1>.") == "It is <EMAIL_1>."
+    assert redaction.restore("It is <EMAIL_2>.") == f"It is {EMAIL}."
+    assert redaction.restore("<PHONE_1> <EMAIL_3>") == "<PHONE_1> <EMAIL_3>"
+
+
+async def test_forged_placeholder_in_a_reply_stays_as_written(rig: Rig) -> None:
+    """Through the proxy: the cloud echoing the caller's own '<EMAIL_1>' gets no real value."""
+    rig.openai.reply_text = "You wrote <EMAIL_1>; the customer is <EMAIL_2>"
+    messages = [
+        {"role": "system", "content": f"The customer is {EMAIL}."},
+        {"role": "user", "content": "Repeat <EMAIL_1> back to me."},
+    ]
+    async with rig.proxy(_config(rig)) as proxy:
+        resp = await proxy.acompletion(messages, CRITICAL)
+    assert resp.aegis.provider == "openai"
+    assert resp.choices[0].message.content == f"You wrote <EMAIL_1>; the customer is {EMAIL}"
+    sent = rig.openai.chat_requests()[0].body["messages"]
+    assert [m["content"] for m in sent] == ["The customer is <EMAIL_2>.", messages[1]["content"]]
+
+
+def test_ids_are_scanned_and_redacted_consistently() -> None:
+    """Personal data in tool_call_id and tool_calls[].id is found, and redacted alike in both."""
+    detector = PiiDetector()
+    messages = [
+        {"role": "user", "content": "Look up the order."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call:{EMAIL}", "type": "function",
+             "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": f"call:{EMAIL}", "content": "shipped"},
+    ]  # fmt: skip
+    assert dict(detector.scan_messages(messages).entity_counts) == {"EMAIL": 2}
+    out = Redaction(detector).redact_messages(messages)
+    assert out[1]["tool_calls"][0]["id"] == out[2]["tool_call_id"] == "call:<EMAIL_1>"
+    assert dict(detector.scan_messages(out).entity_counts) == {}
+
+
+async def test_personal_data_in_an_id_keeps_the_request_local(rig: Rig) -> None:
+    """An email hidden in a tool_call_id routes locally under route_local: ids are content."""
+    messages = [
+        {"role": "user", "content": "Look up the order."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call:{EMAIL}", "type": "function",
+             "function": {"name": "lookup", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": f"call:{EMAIL}", "content": "shipped"},
+    ]  # fmt: skip
+    async with rig.proxy() as proxy:
+        resp = await proxy.acompletion(messages, CRITICAL)
+    assert resp.aegis.provider == "local_ollama"
+    assert resp.aegis.contains_pii
+    assert rig.openai.requests == []

@@ -105,3 +105,18 @@ def test_commands_do_not_import_any_llm(command: str, tmp_path: Path) -> None:
         check=False, cwd=tmp_path,
     )  # fmt: skip
     assert "ANY_LLM False" in out.stdout, out.stderr
+
+
+def test_check_config_refuses_duplicate_keys_and_an_empty_ledger_path(tmp_path: Path) -> None:
+    """check-config exits 2 on a repeated key or an empty ledger.path, naming the key."""
+    base = "providers:\n  a: {sdk: ollama, model: m, local: true}\nrouting:\n  default: [a]\n"
+    duplicate = tmp_path / "dup.yaml"
+    duplicate.write_text(base + "routing:\n  default: [a]\n")
+    out = run("check-config", "--config", str(duplicate))
+    assert out.returncode == 2
+    assert f"{duplicate}: routing: duplicate key: line 5 repeats the key of line 3" in out.stderr
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(base + "ledger:\n  path: ''\n")
+    out = run("check-config", "--config", str(empty))
+    assert out.returncode == 2
+    assert f"{empty}: ledger.path:" in out.stderr

@@ -188,3 +188,84 @@ def test_route_entry_with_model(tmp_path: Path) -> None:
     data["routing"]["default"] = [{"provider": "local", "model": "qwen2:0.5b"}]  # type: ignore[index]
     config = load_config(_write(tmp_path, data))
     assert config.routing.default[0].model == "qwen2:0.5b"
+
+
+_PROVIDERS = "providers:\n  a: {sdk: ollama, model: m, local: true}\nrouting:\n  default: [a]\n"
+DUPLICATES = [
+    (
+        "privacy",
+        "privacy:\n  pii_action: block\n" + _PROVIDERS + "privacy:\n  pii_action: route_local\n",
+        "line 7 repeats the key of line 1",
+    ),
+    (
+        "providers.cloud.local",
+        "providers:\n  cloud:\n    sdk: openai\n    model: gpt-4o\n    local: false\n"
+        "    api_key: k\n    local: true\nrouting:\n  default: [cloud]\n",
+        "line 7 repeats the key of line 5",
+    ),
+    (
+        "routing.rules[0].when.quality",
+        _PROVIDERS + "  rules:\n    - name: r\n      when:\n        quality: critical\n"
+        "        quality: standard\n      route: [a]\n",
+        "line 9 repeats the key of line 8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "text", "lines"), DUPLICATES, ids=[d[0] for d in DUPLICATES])
+def test_duplicate_yaml_key_names_key_and_both_lines(
+    tmp_path: Path, key: str, text: str, lines: str
+) -> None:
+    """A key given twice in one mapping, at any depth, is a ConfigError with both lines."""
+    path = tmp_path / "aegis.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.path, info.value.key) == (str(path), key)
+    assert info.value.problem == f"duplicate key: {lines}"
+
+
+def test_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    """A key merged in with << and then set explicitly is no duplicate (YAML's intent)."""
+    path = tmp_path / "aegis.yaml"
+    path.write_text(
+        "providers:\n  a: &base {sdk: ollama, model: m, local: true}\n"
+        "  b:\n    <<: *base\n    model: other\nrouting:\n  default: [a, b]\n"
+    )
+    assert load_config(path).providers["b"].model == "other"
+
+
+@pytest.mark.parametrize(
+    ("ledger", "key"),
+    [
+        ({"path": ""}, "ledger.path"),
+        ({"path": "   "}, "ledger.path"),
+        ({"url": "sqlite://ledger.db"}, "ledger.url"),
+        ({"url": "sqlite:///"}, "ledger.url"),
+        ({"url": "postgresql://host:notaport/db"}, "ledger.url"),
+        ({"url": "postgresql://host:99999/db"}, "ledger.url"),
+        ({"url": "postgresql://[::1/db"}, "ledger.url"),
+        ({"url": "postgresql://host/db name"}, "ledger.url"),
+        ({"url": "mysql://host/db"}, "ledger.url"),
+    ],
+)
+def test_bad_ledger_place_fails_at_load(tmp_path: Path, ledger: dict[str, str], key: str) -> None:
+    """An empty ledger.path or a malformed ledger.url is a ConfigError at load time."""
+    data = _base()
+    data["ledger"] = ledger
+    path = _write(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert (info.value.path, info.value.key) == (str(path), key)
+
+
+def test_good_ledger_urls_load(tmp_path: Path) -> None:
+    """sqlite:///PATH and libpq URLs (with or without host, port, query) are accepted."""
+    for url in (
+        "sqlite:///x.db",
+        "postgresql://u@127.0.0.1:5432/test",
+        "postgresql:///t?host=/tmp",
+    ):
+        data = _base()
+        data["ledger"] = {"url": url}
+        assert load_config(_write(tmp_path, data)).ledger.url == url

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -39,6 +40,7 @@ from aegis_proxy.settle.records import (
     BudgetLimit,
     PrivacyDecision,
     PrivacyRefusal,
+    keyed_hash,
 )
 from aegis_proxy.settle.sqlite.migrations import MIGRATIONS
 from tests.logcapture import capture_events
@@ -468,14 +470,20 @@ def _fill(ledger: LedgerBackend) -> None:
 
 
 def test_reports_and_exports_agree_across_backends(tmp_path: Path, pg_url: str) -> None:
-    """The same attempts give the same summary, export and rebuilt usage on both backends."""
+    """The same attempts give the same summary, export and rebuilt usage on both backends.
+
+    Only query_hash differs: each ledger keys it with its own secret (m005).
+    """
     results = []
     for target in (f"sqlite:///{tmp_path / 'ledger.db'}", pg_url):
         with open_ledger(target, reservation_ttl_s=90 * 86400) as ledger:
             _fill(ledger)
             budgets = {"openai": BudgetLimit(80_000_000), "local_ollama": None}
             summary = ledger.monthly_summary("2025-04", budgets, datetime(2025, 4, 16, tzinfo=UTC))
-            exported = [row | {"pid": 0, "host": ""} for row in ledger.export_rows("2025-04")]
+            exported = [
+                row | {"pid": 0, "host": "", "query_hash": ""}
+                for row in ledger.export_rows("2025-04")
+            ]
             states = [ledger.budget_state("openai", p) for p in ("2025-04", "2025-04-04")]
             ledger.rebuild_usage()
             rebuilt = [ledger.budget_state("openai", p) for p in ("2025-04", "2025-04-04")]
@@ -767,3 +775,74 @@ async def test_request_cancelled_while_reserving_leaves_a_cancelled_row(
         assert await asyncio.to_thread(wait_for, settled)
     assert not rig.openai.chat_requests()
     assert schema_rows(pg_url, "SELECT reserved_micros > 0 FROM requests") == [(True,)]
+
+
+# -- the keyed query hash (m005) -----------------------------------------------------------
+
+
+def _hash_key(target: str) -> bytes:
+    query = "SELECT value FROM ledger_secrets WHERE name = 'query_hash_key'"
+    if target.startswith("sqlite:///"):
+        with sqlite3.connect(target.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute(query).fetchall()
+    else:
+        rows = schema_rows(target, query)
+    assert len(rows) == 1
+    return bytes.fromhex(rows[0][0])
+
+
+def _stored_hash(ledger: LedgerBackend, request_id: str) -> object:
+    return ledger.rows_for_request(request_id)[0]["query_hash"]
+
+
+def test_query_hash_is_keyed_with_the_ledgers_own_secret(target: str, tmp_path: Path) -> None:
+    """A row stores HMAC(ledger key, digest): stable in one ledger, different in another."""
+    plain = start().query_hash
+    with open_ledger(target) as ledger:
+        ledger.reserve(start("a"), 0, None)
+        ledger.reserve(start("b"), 0, None)
+        first, second = _stored_hash(ledger, "a"), _stored_hash(ledger, "b")
+    key = _hash_key(target)
+    assert len(key) == 32
+    assert first == second == keyed_hash(key, plain) != plain
+    with open_ledger(target) as reopened:  # the key is kept, not made again
+        reopened.reserve(start("c"), 0, None)
+        assert _stored_hash(reopened, "c") == first
+    with open_ledger(tmp_path / "other.db") as other:
+        other.reserve(start("a"), 0, None)
+        assert _stored_hash(other, "a") not in (first, plain)
+
+
+def test_refusals_store_the_keyed_hash_too(target: str) -> None:
+    """A privacy refusal's query_hash is keyed like a row's; its repr shows no digest."""
+    refusal = PrivacyRefusal(
+        request_id="r-1", query_hash="ab" * 32, rule="default", task_type="general",
+        data_classification="internal", decision=PrivacyDecision((("EMAIL", 1),), "block"),
+        reason="blocked",
+    )  # fmt: skip
+    assert "ab" * 32 not in repr(refusal)
+    assert "9f86d081884c7d65" not in repr(start())
+    with open_ledger(target) as ledger:
+        ledger.record_refusal(refusal)
+    query = "SELECT query_hash FROM privacy_refusals"
+    if target.startswith("sqlite:///"):
+        with sqlite3.connect(target.removeprefix("sqlite:///")) as conn:
+            stored = conn.execute(query).fetchall()
+    else:
+        stored = schema_rows(target, query)
+    assert stored == [(keyed_hash(_hash_key(target), "ab" * 32),)]
+
+
+def test_ledger_secrets_match_column_for_column(tmp_path: Path, pg_url: str) -> None:
+    """m005's ledger_secrets table has the same columns on both backends."""
+    path = tmp_path / "ledger.db"
+    open_ledger(path).close()
+    open_ledger(pg_url).close()
+    with sqlite3.connect(path) as lite:
+        expected = [row[1] for row in lite.execute("PRAGMA table_xinfo(ledger_secrets)")]
+    found = schema_rows(
+        pg_url,
+        "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND table_name = 'ledger_secrets' ORDER BY ordinal_position",
+    )
+    assert [name for (name,) in found] == expected == ["name", "value"]

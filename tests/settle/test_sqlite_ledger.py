@@ -113,7 +113,13 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     names = raw(path, "SELECT name FROM _migrations ORDER BY name")
     assert names == [
         (name,)
-        for name in ("m001_initial", "m002_usage_counters", "m003_cache_hit", "m004_privacy_audit")
+        for name in (
+            "m001_initial",
+            "m002_usage_counters",
+            "m003_cache_hit",
+            "m004_privacy_audit",
+            "m005_ledger_secrets",
+        )
     ]
 
 

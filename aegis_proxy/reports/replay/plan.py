@@ -39,7 +39,8 @@ Key = str
 a workload): [rule, task_type, quality, complexity, batch_size, data_classification,
 agent, tags (JSON text), contains_pii, pii_entities (JSON text, '{}' when unrecorded)] and,
 when a rule splits traffic, [user_id, query_hash]. Few distinct values, so each is decided
-once."""
+once. The stored query_hash is keyed (``settle.records.keyed_hash``): a user-less split
+lands the same share of requests on each side as live, not necessarily the same ones."""
 Entry = tuple[str, Key, int, int, int]
 """One request to replay: (UTC ISO timestamp, key, input, output, cached input tokens)."""
 

@@ -56,6 +56,7 @@ from aegis_proxy.settle.records import (
     refusal_params,
     utc,
 )
+from aegis_proxy.settle.sqlite.queries import HASH_KEY_QUERY, hash_key_of
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ class PostgresLedger:
         self._budgets: dict[str, BudgetLimit] = {}
         self._next_pid_sweep = 0.0
         self._migrated = self._closed = False
+        self._hash_key = b""  # read once the database answers (m005); rows wait until then
         try:
             self._state.connect()
         except LedgerUnavailableError as exc:
@@ -239,7 +241,7 @@ class PostgresLedger:
 
     def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None:
         """Record a request refused for privacy before any provider call (audit only)."""
-        params = refusal_params(refusal, iso(utc(now)))
+        params = refusal_params(refusal, iso(utc(now)), self._hash_key)
         self._online("record_refusal", lambda c: c.execute(q.INSERT_REFUSAL, params))
 
     def privacy_rows(self, month: str) -> list[dict[str, object]]:
@@ -264,6 +266,8 @@ class PostgresLedger:
         self._db.probe()
         if not self._migrated:
             self._db.run("open", lambda c: apply_migrations(c, iso(utc(None))))
+            found = self._db.run("open", lambda c: c.execute(HASH_KEY_QUERY).fetchall())
+            self._hash_key = hash_key_of(found)
             self._migrated = True
         self._sweep()
 
@@ -272,9 +276,9 @@ class PostgresLedger:
     ) -> tuple[int, list[UsageRow]]:
         if time.monotonic() >= self._next_pid_sweep:
             self._sweep()
-        ttl, host = self.reservation_ttl_s, self._host
+        ttl, host, key = self.reservation_ttl_s, self._host, self._hash_key
         return self._db.run(
-            "reserve", lambda c: rows.reserve_row(c, host, ttl, start, amount, budget, moment)
+            "reserve", lambda c: rows.reserve_row(c, host, ttl, start, amount, budget, moment, key)
         )
 
     def _sweep(self) -> None:
@@ -288,7 +292,7 @@ class PostgresLedger:
         """Write one entry; one the database refuses (not "unreachable") is logged and dropped."""
         try:
             with conn.transaction():
-                return rows.write_entry(conn, self._host, entry)
+                return rows.write_entry(conn, self._host, entry, self._hash_key)
         except LedgerError as exc:
             _log.error("ledger_queued_entry_refused", entry=repr(entry), problem=exc.problem)
             return 0

@@ -155,6 +155,13 @@ def m004_privacy_audit(conn: Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m005_ledger_secrets(conn: Connection) -> None:
+    """A secret kept with the ledger: the key of the keyed ``query_hash`` (HMAC-SHA256)."""
+    conn.execute(lite.M005_SECRETS)
+    conn.execute(lite.M005_NEW_KEY.replace("?", "%s"), (lite.new_hash_key(),))
+
+
 _M002_REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,

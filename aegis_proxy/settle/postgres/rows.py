@@ -51,6 +51,7 @@ def reserve_row(
     amount: int,
     budget: BudgetLimit | None,
     moment: datetime,
+    hash_key: bytes,
 ) -> tuple[int, list[UsageRow]]:
     """Lock the provider's month and day usage, expire stale rows, check, insert the row.
 
@@ -68,7 +69,7 @@ def reserve_row(
     if budget is not None and amount > 0:
         usage = {period: (spent, reserved) for period, spent, reserved in locked}
         rules.check_reservation(provider, amount, rules.limited_periods(stamp, budget), usage)
-    params = row_params(start, stamp, amount, unix + ttl_s)
+    params = row_params(start, stamp, amount, unix + ttl_s, hash_key)
     row_id = first_id(conn.execute(q.INSERT_ROW, (*params, os.getpid(), host)))
     return row_id, add_usage(conn, provider, stamp, (0, amount))
 
@@ -90,7 +91,7 @@ def settle_row(
     return provider, reserved, add_usage(conn, provider, started, delta)
 
 
-def write_entry(conn: Connection, host: str, entry: Entry) -> int:
+def write_entry(conn: Connection, host: str, entry: Entry, hash_key: bytes) -> int:
     """Write one queued row or settle; returns the row id it concerns."""
     if not isinstance(entry, QueuedRow):
         settle_row(conn, entry.row_id, entry.outcome, entry.stamp, replay=True)
@@ -101,7 +102,7 @@ def write_entry(conn: Connection, host: str, entry: Entry) -> int:
     if found:
         row_id = first_id(found)
     else:
-        params = row_params(start, entry.stamp, entry.reserve_micros, entry.expires_at)
+        params = row_params(start, entry.stamp, entry.reserve_micros, entry.expires_at, hash_key)
         row_id = first_id(conn.execute(q.INSERT_ROW, (*params, entry.pid, host)))
         add_usage(conn, start.provider, entry.stamp, (0, entry.reserve_micros))
     if entry.outcome is not None and entry.settled_stamp is not None:

@@ -15,7 +15,9 @@ hold, on either backend:
   becomes 'expired' and its money is released; a late settle still records the cost;
 - ``budget_usage`` moves in the same transaction as the row it reflects;
 - nothing is dropped silently: a locked database is waited for, then ``LedgerError``;
-- no prompt, response or key is ever written here: the row keeps only a query hash.
+- no prompt, response or key is ever written here: the row keeps only a query hash, keyed
+  with the file's own secret (``ledger_secrets``, m005; see ``settle.records``), which is
+  never logged.
 
 This module stays light to import (no SDKs, no tokenizer, no database driver):
 ``aegis-proxy report`` uses it.
@@ -50,7 +52,7 @@ from aegis_proxy.settle.records import (
 from aegis_proxy.settle.sqlite import queries as sql
 from aegis_proxy.settle.sqlite.connection import SQLiteConnection
 from aegis_proxy.settle.sqlite.migrations import MIGRATIONS, apply_migrations
-from aegis_proxy.settle.sqlite.queries import rebuild_usage
+from aegis_proxy.settle.sqlite.queries import HASH_KEY_QUERY, hash_key_of, rebuild_usage
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class Ledger:
         self._warned = rules.WarnedPeriods()
         self._budgets: dict[str, BudgetLimit] = {}
         self._next_pid_sweep = 0.0
+        self._hash_key = b""  # read from the file by the first write (m005)
         self._db = SQLiteConnection(self.path, busy_timeout_s, read_only=read_only)
         try:
             if read_only:
@@ -129,7 +132,8 @@ class Ledger:
                 self._sweep_dead_pids(conn)
             if budget is not None and reserve_micros > 0:
                 _check_budget(conn, start.provider, stamp, reserve_micros, budget)
-            params = row_params(start, stamp, reserve_micros, unix + self.reservation_ttl_s)
+            expires = unix + self.reservation_ttl_s
+            params = row_params(start, stamp, reserve_micros, expires, self._hash_key)
             row_id = conn.execute(sql.INSERT_ROW, (*params, os.getpid(), self._host)).lastrowid
             usage = _add_usage(conn, start.provider, stamp, (0, reserve_micros))
             return int(row_id or 0), usage
@@ -210,7 +214,7 @@ class Ledger:
 
     def record_refusal(self, refusal: PrivacyRefusal, now: datetime | None = None) -> None:
         """Record a request refused for privacy before any provider call (audit only)."""
-        params = refusal_params(refusal, iso(utc(now)))
+        params = refusal_params(refusal, iso(utc(now)), self._hash_key)
         self._db.write("record_refusal", lambda c: c.execute(sql.INSERT_REFUSAL, params))
 
     def privacy_rows(self, month: str) -> list[dict[str, object]]:
@@ -232,6 +236,7 @@ class Ledger:
 
     def _migrate_and_sweep(self, conn: sqlite3.Connection) -> None:
         apply_migrations(conn, iso(utc(None)))
+        self._hash_key = hash_key_of(conn.execute(HASH_KEY_QUERY).fetchall())
         self._sweep_dead_pids(conn)
 
     def _check_schema(self, conn: sqlite3.Connection) -> list[str]:

@@ -17,6 +17,7 @@ recorded in ``_migrations``. What must always hold:
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable
 
@@ -184,6 +185,31 @@ M004_REFUSALS = """CREATE TABLE IF NOT EXISTS privacy_refusals (
     providers_removed TEXT NOT NULL,
     reason TEXT NOT NULL
 )"""
+
+
+@migration
+def m005_ledger_secrets(conn: sqlite3.Connection) -> None:
+    """A secret kept with the ledger: the key of the keyed ``query_hash`` (HMAC-SHA256).
+
+    Generated once per ledger (``secrets.token_bytes``); a second run keeps the first key.
+    Rows written before this migration keep their plain digest.
+    """
+    conn.execute(M005_SECRETS)
+    conn.execute(M005_NEW_KEY, (new_hash_key(),))
+
+
+M005_SECRETS = (
+    "CREATE TABLE IF NOT EXISTS ledger_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+)
+M005_NEW_KEY = (
+    "INSERT INTO ledger_secrets (name, value) VALUES ('query_hash_key', ?)"
+    " ON CONFLICT (name) DO NOTHING"
+)
+
+
+def new_hash_key() -> str:
+    """A fresh 256-bit key, as hex text (the same column type on both backends)."""
+    return secrets.token_bytes(32).hex()
 
 
 def _add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:

@@ -9,6 +9,10 @@ hold: every statement takes its values as ``?`` parameters (never formatted in),
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from aegis_proxy.errors import LedgerError
 
 _REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
@@ -112,3 +116,14 @@ def rebuild_usage(conn: sqlite3.Connection) -> None:
     """Recompute ``budget_usage`` from the rows; the caller holds a write transaction."""
     conn.execute("DELETE FROM budget_usage")
     conn.execute(_REBUILD_USAGE)
+
+
+HASH_KEY_QUERY = "SELECT value FROM ledger_secrets WHERE name = 'query_hash_key'"
+"""The ledger's query-hash key (migration m005), the same statement on both backends."""
+
+
+def hash_key_of(rows: Sequence[Sequence[Any]]) -> bytes:
+    """The key from ``HASH_KEY_QUERY``'s rows; a ledger without one is broken, not keyless."""
+    if not rows:
+        raise LedgerError("open", "the ledger has no query_hash key (migration m005)")
+    return bytes.fromhex(str(rows[0][0]))
