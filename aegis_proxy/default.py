@@ -4,27 +4,41 @@ It is built lazily from ``$AEGIS_CONFIG``, else ``./config/aegis.yaml``, on firs
 HTTP clients belong to an event loop, so there is one default proxy per running loop
 (held weakly: a finished loop releases its proxy).
 
-``completion`` is the blocking twin for scripts: it runs its own event loop with a proxy
-that lives for that call. Inside a running loop it refuses with a clear error instead of
-bridging through a thread pool (such bridges deadlock under load).
+``completion`` is the blocking twin for scripts and threads: one background event-loop
+thread runs one default proxy, and every blocking call (from any number of threads) is a
+coroutine submitted to it, so its clients, circuit breakers and ledger connection are
+shared and built once. What must always hold:
+
+- ``completion`` inside a running event loop refuses (``RequestValidationError``) before
+  anything is sent: blocking there would stall that loop; ``await acompletion`` instead;
+- ``completion(stream=True)`` returns a blocking iterator of chunks whose row settles
+  however it ends (``close()``, ``with``, or abandoning it);
+- ``close_default_proxy()`` closes the blocking entry's proxy and stops its thread
+  (awaiting its result also closes the running loop's proxy); it runs at exit too, so
+  the SQLite ledger leaves no ``-wal``/``-shm`` files behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import threading
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.errors import RequestValidationError
+from aegis_proxy.loop_thread import BridgedIterator, LoopThread
 from aegis_proxy.proxy import AegisLLMProxy
 from aegis_proxy.streaming import AegisStream as AegisStreamType
 
 if TYPE_CHECKING:
-    from any_llm.types.completion import ChatCompletion
+    from any_llm.types.completion import ChatCompletion, ChatCompletionChunk
 
     from aegis_proxy.policy import LLMTask
+    from aegis_proxy.request import AegisRecord
 
 _configs: dict[tuple[str, float], AegisConfig] = {}
 
@@ -33,6 +47,9 @@ DEFAULT_CONFIG_PATH = "config/aegis.yaml"
 _proxies: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AegisLLMProxy] = (
     weakref.WeakKeyDictionary()
 )
+_runner = LoopThread("aegis-default-proxy")
+_exit_hook = threading.Lock()
+_exit_registered: list[bool] = []
 
 
 def default_config_path() -> str:
@@ -57,34 +74,98 @@ async def acompletion(
     return await get_default_proxy().acompletion(messages, task, **chat_params)
 
 
-async def close_default_proxy() -> None:
-    """Close the running loop's default proxy (a new one is built on next use)."""
+class SyncStream(BridgedIterator["ChatCompletionChunk"]):
+    """``completion(stream=True)``: a blocking iterator of chunks with ``.aegis``."""
+
+    def __init__(self, runner: LoopThread, stream: AegisStreamType) -> None:
+        super().__init__(runner, stream)
+        self.aegis: AegisRecord = stream.aegis
+
+
+@overload
+def completion(
+    messages: object, task: LLMTask | None = None, *, stream: Literal[True], **chat_params: Any
+) -> SyncStream: ...
+
+
+@overload
+def completion(
+    messages: object,
+    task: LLMTask | None = None,
+    *,
+    stream: Literal[False] = False,
+    **chat_params: Any,
+) -> ChatCompletion: ...
+
+
+def completion(
+    messages: object, task: LLMTask | None = None, **chat_params: Any
+) -> ChatCompletion | SyncStream:
+    """Blocking ``acompletion`` for scripts and threads; refuses inside a running event loop."""
+    _refuse_inside_a_loop()
+    _close_at_exit()
+    response = _runner.run(acompletion(messages, task, **chat_params), "completion")
+    if isinstance(response, AegisStreamType):
+        return SyncStream(_runner, response)
+    return response
+
+
+def _refuse_inside_a_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RequestValidationError(
+        "completion", "called inside a running event loop: use `await acompletion(...)`"
+    )
+
+
+class _Closing:
+    """What ``close_default_proxy()`` returns: already done, or awaitable for the loop's proxy."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        proxy = _proxies.pop(loop, None)
+        if proxy is not None:
+            yield from proxy.aclose().__await__()
+
+
+def close_default_proxy() -> _Closing:
+    """Close the default proxies: the blocking entry's now (and its thread); awaiting the
+    result (``await close_default_proxy()``) also closes the running loop's.
+
+    A new default proxy is built on next use.
+    """
+    if _runner.running:
+        if not _runner.in_loop_thread():
+            _runner.run(_close_loop_proxy(), "close_default_proxy")
+        _runner.stop()
+    return _Closing()
+
+
+async def _close_loop_proxy() -> None:
     proxy = _proxies.pop(asyncio.get_running_loop(), None)
     if proxy is not None:
         await proxy.aclose()
 
 
-def completion(messages: object, task: LLMTask | None = None, **chat_params: Any) -> ChatCompletion:
-    """Blocking ``acompletion`` for scripts; refuses inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        raise RequestValidationError(
-            "completion", "called inside a running event loop: use `await acompletion(...)`"
-        )
-    if chat_params.get("stream"):
-        raise RequestValidationError("stream", "streams need `await acompletion(..., stream=True)`")
-    return asyncio.run(_complete_once(messages, task, chat_params))
+def _close_at_exit() -> None:
+    """Register, once, the close that runs at interpreter exit."""
+    if _exit_registered:
+        return
+    with _exit_hook:
+        if not _exit_registered:
+            atexit.register(_close_all_at_exit)
+            _exit_registered.append(True)
 
 
-async def _complete_once(
-    messages: object, task: LLMTask | None, chat_params: dict[str, Any]
-) -> ChatCompletion:
-    async with AegisLLMProxy(_config()) as proxy:
-        response = await proxy.acompletion(messages, task, **chat_params)
-    return cast("ChatCompletion", response)  # stream=True was refused above
+def _close_all_at_exit() -> None:
+    close_default_proxy()
+    for proxy in list(_proxies.values()):  # per-loop proxies nobody closed: their files
+        proxy.close_files()
 
 
 def _config() -> AegisConfig:

@@ -5,21 +5,27 @@ budgets hold, each attempt is a ledger row. Needs the ``langchain`` extra
 (``pip install 'aegis-proxy[langchain]'``); importing this module without it raises an
 ``ImportError`` that says so. What must always hold:
 
-- messages become OpenAI chat messages (tool calls and tool results included) and the
-  proxy's answer becomes an ``AIMessage`` with ``tool_calls``, ``usage_metadata`` (the
-  ledger's token counts) and the routing record in ``response_metadata["aegis"]``;
-- ``_astream`` closes the proxy's stream however the consumer stops, so its ledger row
-  is settled; its last chunk carries the usage and the routing record;
-- a ``ChatAegis`` and its proxy belong to one event loop; the blocking ``invoke`` runs a
-  fresh proxy from the same config in its own loop (and refuses inside a running loop).
+- every call (``invoke``, ``stream``, ``ainvoke``, ``astream``, batches, structured
+  output) reaches the proxy; answers carry ``tool_calls``, ``usage_metadata`` (the
+  ledger's counts) and the routing record in ``response_metadata["aegis"]``;
+- a stream is closed however the consumer stops, so its ledger row is settled;
+- a proxy built from ``config_path`` runs on one background event-loop thread, so the
+  model serves blocking callers and any number of event loops with one set of clients,
+  breakers and ledger connection; it is closed by ``close()``/``aclose()``, or when the
+  model is garbage collected;
+- a proxy passed in belongs to the caller's loop (used there from another loop it raises
+  ``RequestValidationError``); blocking calls use a sibling proxy of its config;
+- constructor options are honoured or refused: ``stop``, ``timeout`` (the request's
+  deadline), ``max_retries`` (``resilience.retries``), ``streaming``; ``api_key`` is
+  accepted for LangChain's standard constructor and never sent anywhere (provider keys
+  come from the config); any other unknown option is refused.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, cast
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal, cast
 
 try:
     from langchain_core.callbacks import (
@@ -27,29 +33,55 @@ try:
         CallbackManagerForLLMRun,
     )
     from langchain_core.language_models import LanguageModelInput
+    from langchain_core.language_models.base import LangSmithParams
     from langchain_core.language_models.chat_models import BaseChatModel
-    from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, UsageMetadata
-    from langchain_core.messages import convert_to_openai_messages as _to_openai
+    from langchain_core.messages import AIMessage, BaseMessage
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
     from langchain_core.runnables import Runnable
     from langchain_core.tools import BaseTool
     from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from aegis_proxy import langchain_messages as lc
+    from aegis_proxy.langchain_structured import structured_runnable
 except ImportError as exc:  # the optional extra is missing
     raise ImportError(
         "aegis_proxy.langchain needs the 'langchain' extra: "
         "pip install 'aegis-proxy[langchain]' (langchain-core, langgraph)"
     ) from exc
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from aegis_proxy.config import AegisConfig, load_config
 from aegis_proxy.default import default_config_path
+from aegis_proxy.discovery import check_local_models
 from aegis_proxy.errors import RequestValidationError
-from aegis_proxy.policy import LLMTask
+from aegis_proxy.loop_thread import BridgedIterator, LoopThread, bridge
+from aegis_proxy.policy import LLMTask, decide_route
 from aegis_proxy.proxy import AegisLLMProxy
-from aegis_proxy.request import AegisRecord
 
 __all__ = ["ChatAegis"]
 
 ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
+
+_runner = LoopThread("aegis-langchain")
+"""The loop of every proxy a ChatAegis builds (its own, or the sibling of one passed in)."""
+
+
+class _Built:
+    """The proxies a model built; closed with it, or on the runner when it is collected."""
+
+    def __init__(self) -> None:
+        self.proxies: list[AegisLLMProxy] = []
+        weakref.finalize(self, _release, self.proxies)
+
+
+def _release(proxies: list[AegisLLMProxy]) -> None:
+    """Close without waiting (a finalizer may run on any thread, the runner's too)."""
+    for proxy in proxies:
+        if _runner.running:
+            _runner.submit(proxy.aclose())
+        else:
+            proxy.close_files()
+    proxies.clear()
 
 
 class ChatAegis(BaseChatModel):
@@ -60,27 +92,65 @@ class ChatAegis(BaseChatModel):
     can pass its own: ``await model.ainvoke(messages, task=LLMTask(...))``.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     proxy: AegisLLMProxy | None = Field(default=None, exclude=True)
     config_path: str | None = None
     task: LLMTask = Field(default_factory=LLMTask)
     max_tokens: int | None = None
     temperature: float | None = None
+    stop: list[str] | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    """The whole request's deadline in seconds, fallbacks included (``routing.deadline_s``)."""
+    max_retries: int | None = Field(default=None, ge=0)
+    """Extra attempts at the same provider (``resilience.retries`` of the model's proxy)."""
+    streaming: bool = False
+    api_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """Accepted and never used: each provider's key comes from the config."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     _owns_proxy: bool = PrivateAttr(default=False)
+    _built: _Built = PrivateAttr(default_factory=_Built)
 
     @model_validator(mode="after")
     def _build_proxy(self) -> ChatAegis:
         if self.proxy is None:
-            self.proxy = AegisLLMProxy.from_config(self.config_path or default_config_path())
+            self.proxy = _owned_proxy(self.config_path or default_config_path(), self.max_retries)
             self._owns_proxy = True
+            self._built.proxies.append(self.proxy)
+        elif self.max_retries is not None:
+            retries = self.proxy.config.resilience.retries
+            if retries != self.max_retries:
+                raise RequestValidationError(
+                    "max_retries",
+                    f"the proxy passed in retries {retries} times (its config's "
+                    "resilience.retries): set it there, or pass config_path",
+                )
         return self
 
+    # -- lifetime -----------------------------------------------------------------------
+
     async def aclose(self) -> None:
-        """Close the proxy built from ``config_path`` (a proxy passed in is the caller's)."""
-        if self._owns_proxy:
-            await self._proxy.aclose()
+        """Close the proxies this model built (a proxy passed in is the caller's)."""
+        for proxy in self._drain():
+            if _runner.running:
+                await _runner.arun(proxy.aclose())
+            else:
+                proxy.close_files()
+
+    def close(self) -> None:
+        """Blocking ``aclose``."""
+        for proxy in self._drain():
+            if _runner.running:
+                _runner.run(proxy.aclose(), "close")
+            else:
+                proxy.close_files()
+
+    def _drain(self) -> list[AegisLLMProxy]:
+        proxies = list(self._built.proxies)
+        self._built.proxies.clear()
+        return proxies
+
+    # -- what LangChain asks of a chat model --------------------------------------------
 
     @property
     def _llm_type(self) -> str:
@@ -89,6 +159,18 @@ class ChatAegis(BaseChatModel):
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"config": self._proxy.config.source, "task": self.task.model_dump()}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
+        params["ls_provider"] = "aegis"
+        model = kwargs.get("model")
+        task = kwargs.get("task")
+        params["ls_model_name"] = (
+            model
+            if isinstance(model, str)
+            else _planned_model(self._proxy.config, task if isinstance(task, LLMTask) else self.task)
+        )
+        return params
 
     @property
     def _proxy(self) -> AegisLLMProxy:
@@ -99,14 +181,50 @@ class ChatAegis(BaseChatModel):
         self,
         tools: Sequence[ToolLike],
         *,
-        tool_choice: str | None = None,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools (functions, pydantic models, ``BaseTool``s or OpenAI tool dicts)."""
-        kwargs["tools"] = [convert_to_openai_tool(tool) for tool in tools]
-        if tool_choice is not None:
-            kwargs["tool_choice"] = _tool_choice(tool_choice)
+        """Bind tools (functions, pydantic models, ``BaseTool``s or OpenAI tool dicts).
+
+        ``tool_choice``: ``auto``, ``none``, ``any``/``required``/``True`` (some tool), a
+        bound tool's name, or an OpenAI ``{"type": "function", ...}`` dict. An Ollama
+        provider cannot force a tool: a forced choice skips it (the route moves on).
+        """
+        formatted = [convert_to_openai_tool(tool, strict=strict) for tool in tools]
+        kwargs["tools"] = formatted
+        if tool_choice is not None and tool_choice is not False:
+            kwargs["tool_choice"] = lc.openai_tool_choice(tool_choice, formatted)
         return cast("Runnable[LanguageModelInput, AIMessage]", self.bind(**kwargs))
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into ``schema`` (a pydantic model, TypedDict or JSON schema).
+
+        ``json_schema`` (the default) sends the schema as ``response_format``, which every
+        provider of the example config honours (Ollama as its ``format``);
+        ``function_calling`` forces a tool call (not on Ollama); ``json_mode`` asks for JSON.
+        """
+        return structured_runnable(self, schema, include_raw, method, strict, kwargs)
+
+    # -- calls --------------------------------------------------------------------------
+
+    def _serving(self, *, blocking: bool) -> tuple[AegisLLMProxy, bool]:
+        """The proxy for a call, and whether it runs on the runner (else on the caller's loop)."""
+        if self._owns_proxy:
+            return self._proxy, True
+        if not blocking:
+            return self._proxy, False
+        if not self._built.proxies:
+            self._built.proxies.append(AegisLLMProxy(self._proxy.config))
+        return self._built.proxies[0], True
 
     async def _agenerate(
         self,
@@ -115,7 +233,9 @@ class ChatAegis(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await self._complete(self._proxy, messages, stop, kwargs)
+        proxy, remote = self._serving(blocking=False)
+        work = self._complete(proxy, messages, stop, kwargs)
+        return await (_runner.arun(work) if remote else work)
 
     def _generate(
         self,
@@ -124,17 +244,8 @@ class ChatAegis(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self._complete_once(messages, stop, kwargs))
-        raise RequestValidationError("invoke", "inside a running event loop: use `ainvoke`")
-
-    async def _complete_once(
-        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> ChatResult:
-        async with AegisLLMProxy(self._proxy.config) as proxy:
-            return await self._complete(proxy, messages, stop, kwargs)
+        proxy, _ = self._serving(blocking=True)
+        return _runner.run(self._complete(proxy, messages, stop, kwargs), "invoke")
 
     async def _complete(
         self,
@@ -144,8 +255,22 @@ class ChatAegis(BaseChatModel):
         kwargs: dict[str, Any],
     ) -> ChatResult:
         task, params = self._request(stop, kwargs)
-        response: Any = await proxy.acompletion(_openai_messages(messages), task, **params)
-        return ChatResult(generations=[ChatGeneration(message=_ai_message(response))])
+        response: Any = await proxy.acompletion(lc.openai_messages(messages), task, **params)
+        return ChatResult(generations=[ChatGeneration(message=lc.ai_message(response))])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        proxy, _ = self._serving(blocking=True)
+        with BridgedIterator(_runner, self._pieces(proxy, messages, stop, kwargs)) as pieces:
+            for piece in pieces:
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(piece.text, chunk=piece)
+                yield piece
 
     async def _astream(
         self,
@@ -154,18 +279,34 @@ class ChatAegis(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
+        proxy, remote = self._serving(blocking=False)
+        pieces = self._pieces(proxy, messages, stop, kwargs)
+        source = bridge(_runner, pieces) if remote else pieces
+        try:
+            async for piece in source:
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(piece.text, chunk=piece)
+                yield piece
+        finally:
+            await source.aclose()
+
+    async def _pieces(
+        self,
+        proxy: AegisLLMProxy,
+        messages: list[BaseMessage],
+        stop: list[str] | None,
+        kwargs: dict[str, Any],
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """The chunks of one proxy stream, then the closing chunk (usage and record)."""
         task, params = self._request(stop, kwargs)
         params["stream"] = True
-        stream: Any = await self._proxy.acompletion(_openai_messages(messages), task, **params)
+        stream: Any = await proxy.acompletion(lc.openai_messages(messages), task, **params)
         async with stream:
             async for chunk in stream:
-                piece = _chunk(chunk)
-                if piece is None:
-                    continue
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(str(piece.message.content), chunk=piece)
-                yield piece
-        yield _closing_chunk(stream.aegis)
+                piece = lc.generation_chunk(chunk)
+                if piece is not None:
+                    yield piece
+        yield lc.closing_chunk(stream.aegis)
 
     def _request(
         self, stop: list[str] | None, kwargs: dict[str, Any]
@@ -176,103 +317,33 @@ class ChatAegis(BaseChatModel):
             params["max_tokens"] = self.max_tokens
         if self.temperature is not None:
             params["temperature"] = self.temperature
-        if stop:
-            params["stop"] = stop
+        if self.timeout is not None:
+            params["deadline_s"] = self.timeout
+        if stop or self.stop:
+            params["stop"] = stop or self.stop
         params.update(kwargs)
+        params.pop("stream", None)  # LangChain's own switch; streams set it themselves
         task = params.pop("task", None) or self.task
         if not isinstance(task, LLMTask):
             raise RequestValidationError("task", "must be an aegis_proxy.LLMTask")
         return task, params
 
 
-def _tool_choice(choice: str) -> str | dict[str, Any]:
-    if choice in ("auto", "none", "required"):
-        return choice
-    if choice == "any":
-        return "required"
-    return {"type": "function", "function": {"name": choice}}
+def _owned_proxy(path: str, retries: int | None) -> AegisLLMProxy:
+    """A proxy of the config at ``path`` (``retries`` replacing ``resilience.retries``)."""
+    config = load_config(path)
+    if retries is not None:
+        resilience = config.resilience.model_copy(update={"retries": retries})
+        config = config.model_copy(update={"resilience": resilience})
+    discovery = config.discovery
+    check_local_models(config, discovery.check_local_models, timeout_s=discovery.timeout_s)
+    return AegisLLMProxy(config)
 
 
-def _openai_messages(messages: list[BaseMessage]) -> list[dict[str, Any]]:
-    converted = _to_openai(messages)
-    return converted if isinstance(converted, list) else [converted]
-
-
-def _usage(record: AegisRecord) -> UsageMetadata:
-    total = record.input_tokens + record.output_tokens
-    return UsageMetadata(
-        input_tokens=record.input_tokens, output_tokens=record.output_tokens, total_tokens=total
-    )
-
-
-def _metadata(record: AegisRecord, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"model_name": record.model, "aegis": record.model_dump(mode="json"), **extra}
-
-
-def _ai_message(response: Any) -> AIMessage:
-    record: AegisRecord = response.aegis
-    choice = response.choices[0]
-    calls, invalid = _tool_calls(choice.message.tool_calls or [])
-    return AIMessage(
-        content=choice.message.content or "",
-        tool_calls=calls,
-        invalid_tool_calls=invalid,
-        usage_metadata=_usage(record),
-        response_metadata=_metadata(record, {"finish_reason": choice.finish_reason}),
-        id=response.id,
-    )
-
-
-def _tool_calls(raw: Sequence[Any]) -> tuple[list[Any], list[Any]]:
-    """Parsed tool calls, and those whose arguments are not a JSON object."""
-    calls: list[Any] = []
-    invalid: list[Any] = []
-    for call in raw:
-        name, arguments = call.function.name, call.function.arguments or "{}"
-        try:
-            args = json.loads(arguments)
-        except ValueError:
-            args = None
-        if isinstance(args, dict):
-            calls.append({"name": name, "args": args, "id": call.id, "type": "tool_call"})
-        else:
-            invalid.append(
-                {"name": name, "args": arguments, "id": call.id, "type": "invalid_tool_call",
-                 "error": "arguments are not a JSON object"}
-            )  # fmt: skip
-    return calls, invalid
-
-
-def _chunk(chunk: Any) -> ChatGenerationChunk | None:
-    """A LangChain chunk from an OpenAI one (None for a usage-only chunk)."""
-    if not chunk.choices:
-        return None
-    choice = chunk.choices[0]
-    delta = choice.delta
-    pieces = [
-        {
-            "name": call.function.name if call.function else None,
-            "args": call.function.arguments if call.function else None,
-            "id": call.id,
-            "index": call.index,
-            "type": "tool_call_chunk",
-        }
-        for call in delta.tool_calls or []
-    ]
-    finish = {"finish_reason": choice.finish_reason} if choice.finish_reason else {}
-    message = AIMessageChunk(
-        content=delta.content or "",
-        tool_call_chunks=pieces,  # type: ignore[arg-type]  # ToolCallChunk dicts
-        response_metadata=finish,
-    )
-    return ChatGenerationChunk(message=message)
-
-
-def _closing_chunk(record: AegisRecord) -> ChatGenerationChunk:
-    """The last chunk: the ledger's token counts and the routing record."""
-    message = AIMessageChunk(
-        content="",
-        usage_metadata=_usage(record),
-        response_metadata=_metadata(record, {}),
-    )
-    return ChatGenerationChunk(message=message)
+def _planned_model(config: AegisConfig, task: LLMTask) -> str:
+    """The model the task's route tries first (what traces name the model)."""
+    candidates = decide_route(config.routing, task).candidates
+    if not candidates:
+        return "aegis-proxy"
+    first = candidates[0]
+    return first.model or config.providers[first.provider].model

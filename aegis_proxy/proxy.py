@@ -83,6 +83,7 @@ class AegisLLMProxy:
         self._cache: ResponseCache | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._warm_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop its clients belong to
         self._attempts = AttemptLoop(self)
 
     @property
@@ -166,6 +167,10 @@ class AegisLLMProxy:
             self._watcher = None
         for client in [*self.clients.values(), *self._retired]:
             await client.aclose()
+        self.close_files()
+
+    def close_files(self) -> None:
+        """Close the ledger and the cache file (what ``aclose`` does that needs no loop)."""
         if self._ledger is not None:
             self._ledger.close()
         if self._cache is not None:
@@ -221,6 +226,7 @@ class AegisLLMProxy:
         **params: Any,
     ) -> ChatCompletion | AegisStream:
         """Route one chat request; returns a ChatCompletion (or a stream) with ``.aegis``."""
+        self._check_loop()
         validate_params(params)
         rt = self._rt
         try:
@@ -249,6 +255,19 @@ class AegisLLMProxy:
             rt=rt,
         )
         return await self._attempts.serve(job)
+
+
+    def _check_loop(self) -> None:
+        """A proxy serves the event loop it first ran in: its HTTP clients belong to it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise errors.RequestValidationError(
+                "event loop",
+                "this AegisLLMProxy belongs to the event loop it first ran in; build one "
+                "proxy per loop (ChatAegis(config_path=...) and completion() serve any loop)",
+            )
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:
