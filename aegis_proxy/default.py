@@ -35,7 +35,7 @@ from aegis_proxy.proxy import AegisLLMProxy
 from aegis_proxy.streaming import AegisStream as AegisStreamType
 
 if TYPE_CHECKING:
-    from any_llm.types.completion import ChatCompletion, ChatCompletionChunk
+    from any_llm.types.completion import ChatCompletion
 
     from aegis_proxy.policy import LLMTask
     from aegis_proxy.request import AegisRecord
@@ -74,7 +74,7 @@ async def acompletion(
     return await get_default_proxy().acompletion(messages, task, **chat_params)
 
 
-class SyncStream(BridgedIterator["ChatCompletionChunk"]):
+class SyncStream(BridgedIterator[Any]):  # of ChatCompletionChunk (any_llm loads lazily)
     """``completion(stream=True)``: a blocking iterator of chunks with ``.aegis``."""
 
     def __init__(self, runner: LoopThread, stream: AegisStreamType) -> None:

@@ -24,7 +24,7 @@ budgets hold, each attempt is a ledger row. Needs the ``langchain`` extra
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal, cast
 
 try:
@@ -163,13 +163,12 @@ class ChatAegis(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = super()._get_ls_params(stop=stop or self.stop, **kwargs)
         params["ls_provider"] = "aegis"
-        model = kwargs.get("model")
-        task = kwargs.get("task")
-        params["ls_model_name"] = (
-            model
-            if isinstance(model, str)
-            else _planned_model(self._proxy.config, task if isinstance(task, LLMTask) else self.task)
-        )
+        model, task = kwargs.get("model"), kwargs.get("task")
+        if not isinstance(model, str):
+            model = _planned_model(
+                self._proxy.config, task if isinstance(task, LLMTask) else self.task
+            )
+        params["ls_model_name"] = model
         return params
 
     @property
@@ -296,7 +295,7 @@ class ChatAegis(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None,
         kwargs: dict[str, Any],
-    ) -> AsyncIterator[ChatGenerationChunk]:
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
         """The chunks of one proxy stream, then the closing chunk (usage and record)."""
         task, params = self._request(stop, kwargs)
         params["stream"] = True

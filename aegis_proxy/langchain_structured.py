@@ -69,7 +69,7 @@ def structured_runnable(
             {"type": "json_object"} if method == "json_mode" else _json_schema_format(tool, strict)
         )
         bound = model.bind(response_format=response_format, ls_structured_output_format=tracing)
-        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type, type-var]
+        parser = PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()  # type: ignore[arg-type]
     if not include_raw:
         return bound | parser
     parsed = RunnablePassthrough.assign(

@@ -18,12 +18,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator
 from typing import Any, Self, TypeVar
 
 from aegis_proxy.errors import RequestValidationError
 
-__all__ = ["BridgedIterator", "LoopThread"]
+__all__ = ["BridgedIterator", "LoopThread", "bridge"]
 
 T = TypeVar("T")
 
@@ -171,7 +171,7 @@ async def _next(source: AsyncIterator[T]) -> T:
     return await source.__anext__()
 
 
-async def bridge(runner: LoopThread, source: AsyncIterator[T]) -> AsyncIterator[T]:
+async def bridge(runner: LoopThread, source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     """Iterate, from the caller's loop, an async iterator that lives on ``runner``'s loop."""
     try:
         while True:

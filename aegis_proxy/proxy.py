@@ -256,7 +256,6 @@ class AegisLLMProxy:
         )
         return await self._attempts.serve(job)
 
-
     def _check_loop(self) -> None:
         """A proxy serves the event loop it first ran in: its HTTP clients belong to it."""
         loop = asyncio.get_running_loop()

@@ -66,7 +66,8 @@ def _tool_call(body: dict[str, Any], prompt: str) -> tuple[str, dict[str, Any]] 
     tools = [t.get("function", t) for t in body.get("tools") or [] if isinstance(t, dict)]
     choice = body.get("tool_choice")
     messages = body.get("messages") or []
-    answered = bool(messages) and isinstance(messages[-1], dict) and messages[-1].get("role") == "tool"
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    answered = last.get("role") == "tool"
     if not tools or choice == "none" or (answered and choice in (None, "auto")):
         return None
     named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None

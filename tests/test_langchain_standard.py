@@ -67,7 +67,11 @@ def _config(tmp: Path, local: str, openai: str, cheap: str) -> dict[str, Any]:
 def fake_providers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Three cooperative fakes and a config pointing at them, for the whole module."""
     tmp = tmp_path_factory.mktemp("standard")
-    with FakeProviderServer() as local, FakeProviderServer() as openai, FakeProviderServer() as cheap:
+    with (
+        FakeProviderServer() as local,
+        FakeProviderServer() as openai,
+        FakeProviderServer() as cheap,
+    ):
         for server in (local, openai, cheap):
             server.cooperative = True
         path = tmp / "aegis.yaml"
@@ -132,8 +136,8 @@ class TestChatAegisOllamaRoute(ChatModelIntegrationTests):
         return False  # the route picks the model; the proxy refuses a `model` parameter
 
     @_FORCED_ON_OLLAMA
-    def test_structured_few_shot_examples(self, *args: Any) -> None:
-        super().test_structured_few_shot_examples(*args)
+    def test_structured_few_shot_examples(self, model: Any, my_adder_tool: Any) -> None:
+        super().test_structured_few_shot_examples(model, my_adder_tool)
 
     @_FORCED_ON_OLLAMA
     def test_unicode_tool_call_integration(self, model: Any, **kwargs: Any) -> None:
