@@ -44,9 +44,10 @@ _configs: dict[tuple[str, float], AegisConfig] = {}
 
 DEFAULT_CONFIG_PATH = "config/aegis.yaml"
 
-_proxies: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AegisLLMProxy] = (
+_proxies: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[AegisLLMProxy, str]] = (
     weakref.WeakKeyDictionary()
-)
+)  # each loop's proxy, and the config path it was built from
+_retiring: set[asyncio.Task[None]] = set()
 _runner = LoopThread("aegis-default-proxy")
 _exit_hook = threading.Lock()
 _exit_registered: list[bool] = []
@@ -58,12 +59,22 @@ def default_config_path() -> str:
 
 
 def get_default_proxy() -> AegisLLMProxy:
-    """The default proxy of the running event loop, built on first use."""
+    """The default proxy of the running event loop, built on first use.
+
+    When ``$AEGIS_CONFIG`` names another file than the one it was built from, a new proxy
+    replaces it (the old one closes in the background).
+    """
     loop = asyncio.get_running_loop()
-    proxy = _proxies.get(loop)
-    if proxy is None:
-        proxy = AegisLLMProxy(_config())
-        _proxies[loop] = proxy
+    path = default_config_path()
+    held = _proxies.get(loop)
+    if held is not None and held[1] == path:
+        return held[0]
+    proxy = AegisLLMProxy(_config())
+    _proxies[loop] = (proxy, path)
+    if held is not None:
+        closing = loop.create_task(held[0].aclose())
+        _retiring.add(closing)
+        closing.add_done_callback(_retiring.discard)
     return proxy
 
 
@@ -128,9 +139,9 @@ class _Closing:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        proxy = _proxies.pop(loop, None)
-        if proxy is not None:
-            yield from proxy.aclose().__await__()
+        held = _proxies.pop(loop, None)
+        if held is not None:
+            yield from held[0].aclose().__await__()
 
 
 def close_default_proxy() -> _Closing:
@@ -147,9 +158,9 @@ def close_default_proxy() -> _Closing:
 
 
 async def _close_loop_proxy() -> None:
-    proxy = _proxies.pop(asyncio.get_running_loop(), None)
-    if proxy is not None:
-        await proxy.aclose()
+    held = _proxies.pop(asyncio.get_running_loop(), None)
+    if held is not None:
+        await held[0].aclose()
 
 
 def _close_at_exit() -> None:
@@ -164,7 +175,7 @@ def _close_at_exit() -> None:
 
 def _close_all_at_exit() -> None:
     close_default_proxy()
-    for proxy in list(_proxies.values()):  # per-loop proxies nobody closed: their files
+    for proxy, _ in list(_proxies.values()):  # per-loop proxies nobody closed: their files
         proxy.close_files()
 
 
