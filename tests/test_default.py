@@ -157,15 +157,22 @@ async def test_await_close_default_proxy_closes_the_loops_proxy(default_config: 
     await close_default_proxy()
 
 
+@pytest.fixture
+def other_config(default_config: Rig, tmp_path: Path) -> Path:
+    """A second config file, a copy of the rig's."""
+    other = tmp_path / "other.yaml"
+    other.write_text(Path(os.environ["AEGIS_CONFIG"]).read_text())
+    return other
+
+
 async def test_a_new_aegis_config_gets_a_new_default_proxy(
-    default_config: Rig, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    other_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When $AEGIS_CONFIG names another file, the loop's default proxy is rebuilt from it."""
     from aegis_proxy import get_default_proxy
 
     first = get_default_proxy()
-    other = tmp_path / "other.yaml"
-    other.write_text(Path(os.environ["AEGIS_CONFIG"]).read_text())
+    other = other_config
     monkeypatch.setenv("AEGIS_CONFIG", str(other))
     second = get_default_proxy()
     assert second is not first
