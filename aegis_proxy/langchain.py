@@ -11,8 +11,8 @@ budgets hold, each attempt is a ledger row. Needs the ``langchain`` extra
 - a stream is closed however the consumer stops, so its ledger row is settled;
 - a proxy built from ``config_path`` runs on one background event-loop thread, so the
   model serves blocking callers and any number of event loops with one set of clients,
-  breakers and ledger connection; it is closed by ``close()``/``aclose()``, or when the
-  model is garbage collected;
+  breakers and ledger connection; it is closed by ``close()``/``aclose()``, when the
+  model is garbage collected, or at interpreter exit (no ``-wal``/``-shm`` files left);
 - a proxy passed in belongs to the caller's loop (used there from another loop it raises
   ``RequestValidationError``); blocking calls use a sibling proxy of its config;
 - constructor options are honoured or refused: ``stop``, ``timeout`` (the request's
@@ -23,6 +23,7 @@ budgets hold, each attempt is a ledger row. Needs the ``langchain`` extra
 
 from __future__ import annotations
 
+import atexit
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal, cast
@@ -64,6 +65,7 @@ ToolLike = dict[str, Any] | type | Callable[..., Any] | BaseTool
 
 _runner = LoopThread("aegis-langchain")
 """The loop of every proxy a ChatAegis builds (its own, or the sibling of one passed in)."""
+atexit.register(_runner.stop)  # lets the closes that finalizers submitted finish
 
 
 class _Built:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,6 +132,30 @@ def test_a_collected_model_closes_its_proxy(rig: Rig) -> None:
             return
         time.sleep(0.05)
     pytest.fail("the collected model's proxy was not closed")
+
+
+def test_a_script_that_never_closes_its_model_leaves_no_wal_files(rig: Rig) -> None:
+    """A script that invokes a ChatAegis and just exits closes its ledger at exit.
+
+    The script's exit handler, registered first, runs after ours (atexit is LIFO).
+    """
+    wal = rig.tmp_path / "ledger.db-wal"
+    code = (
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: print('wal left' if os.path.exists(sys.argv[1]) else 'closed'))\n"
+        "from aegis_proxy.langchain import ChatAegis\n"
+        "model = ChatAegis(config_path=sys.argv[2])\n"
+        "model.invoke('Hello.')\n"
+        "print('answered', os.path.exists(sys.argv[1]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).absolute().parent.parent)}
+    command = [sys.executable, "-c", code, str(wal), str(rig.write_config())]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    said = [
+        line for line in out.stdout.splitlines() if line in ("answered True", "closed", "wal left")
+    ]
+    assert said == ["answered True", "closed"], out.stderr
+    assert sorted(p.name for p in rig.tmp_path.iterdir() if "-" in p.name) == []
 
 
 async def test_invoke_inside_a_running_loop_answers(rig: Rig) -> None:
