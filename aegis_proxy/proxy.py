@@ -77,6 +77,7 @@ class AegisLLMProxy:
         self._watcher: asyncio.Task[None] | None = None
         self._warm_lock = asyncio.Lock()
         self._attempts: AttemptLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop its clients belong to
 
     @property
     def config(self) -> AegisConfig:
@@ -159,6 +160,10 @@ class AegisLLMProxy:
             self._watcher = None
         for client in [*self.clients.values(), *self._retired]:
             await client.aclose()
+        self.close_files()
+
+    def close_files(self) -> None:
+        """Close the ledger and the cache file (what ``aclose`` does that needs no loop)."""
         if self._ledger is not None:
             self._ledger.close()
         if self._cache is not None:
@@ -219,6 +224,7 @@ class AegisLLMProxy:
         ``RequestValidationError`` naming it, before any network call or ledger row.
         """
         deadline_s = validate_deadline(deadline_s)
+        self._check_loop()
         validate_params(params)
         rt = self._rt
         try:
@@ -236,6 +242,18 @@ class AegisLLMProxy:
         if self._attempts is None:
             self._attempts = AttemptLoop(self.ledger, lambda: self.response_cache, self.observers)
         return self._attempts
+
+    def _check_loop(self) -> None:
+        """A proxy serves the event loop it first ran in: its HTTP clients belong to it."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise errors.RequestValidationError(
+                "event loop",
+                "this AegisLLMProxy belongs to the event loop it first ran in; build one "
+                "proxy per loop (ChatAegis(config_path=...) and completion() serve any loop)",
+            )
 
 
 def _prepare_all(clients: Sequence[ProviderClient]) -> None:

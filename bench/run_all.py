@@ -42,6 +42,7 @@ CHILDREN: tuple[tuple[str, str, str, list[str]], ...] = (  # section, results, s
     ("throughput", "throughput_litellm", "bench_throughput.py", ["--peer"]),
     ("budget_load", "budget_load", "bench_budget_load.py", []),
     ("growth", "growth", "bench_growth.py", []),
+    ("sync", "sync", "bench_sync.py", []),
 )
 
 
@@ -257,6 +258,7 @@ def table_rows(r: dict[str, Any]) -> list[Row]:
         _ledger_rows,
         _budget_rows,
         _growth_rows,
+        _sync_rows,
     ):
         rows.extend(section(r))
     return rows
@@ -400,6 +402,42 @@ def _throughput_rows(r: dict[str, Any]) -> list[Row]:
             ),
         )
     return rows
+
+
+def _sync_rows(r: dict[str, Any]) -> list[Row]:
+    s = r.get("sync")
+    if not s:
+        return []
+    v, fresh, crowd = s["variants"], s["fresh_proxy_per_call"], s["threads_at_once"]
+    return [
+        _row(
+            "sync_p50",
+            "7. Blocking completion() p50 (default proxy on its loop thread)",
+            f"{v['sync']['p50']:.3f} ms",
+            f"await acompletion() p50 {v['async']['p50']:.3f} ms",
+            f"{s['ratio_p50']:.2f}",
+            "<= 1.5",
+            s["ratio_p50"] <= 1.5,
+        ),
+        _row(
+            "sync_fresh",
+            "7. Old blocking path: a fresh proxy per call, p50",
+            f"{fresh['p50']:.1f} ms",
+            f"completion() p50 {v['sync']['p50']:.3f} ms",
+            f"{fresh['p50'] / v['sync']['p50']:.0f}",
+            "reference",
+            None,
+        ),
+        _row(
+            "sync_threads",
+            f"7. {crowd['threads']} threads calling completion() at once",
+            f"{crowd['answered']} answered in {crowd['wall_s']:.2f} s",
+            "every call answers, no thread left",
+            "-",
+            "no deadlock",
+            crowd["answered"] == crowd["threads"] and crowd["alive_after"] == 0,
+        ),
+    ]
 
 
 def _pii_rows(r: dict[str, Any]) -> list[Row]:
@@ -1047,7 +1085,9 @@ def main() -> None:
     c.configure_quiet_logging()
     niceness = raise_priority(args.nice)
     began, load = time.perf_counter(), os.getloadavg()
-    wanted = set(args.only or ["overhead", "throughput", "budget_load", "growth", "pii", "ledger"])
+    wanted = set(
+        args.only or ["overhead", "throughput", "budget_load", "growth", "pii", "ledger", "sync"]
+    )
     for section, _, script, extra in CHILDREN:
         if section in wanted:
             run_child(script, extra, args.quick)

@@ -7,6 +7,9 @@ of ours is patched. It serves, on one port:
 - ``POST /api/chat`` (JSON when ``stream`` is false, else NDJSON), ``GET /api/tags`` and
   ``POST /api/show``.
 
+With ``cooperative = True`` it answers tools, ``tool_choice`` and JSON schemas the way a
+willing model would (``tests.fakereply``); a configured ``tool_call`` still wins.
+
 What must always hold:
 
 - Token counts are a pure function of the wire body and the configured reply
@@ -37,6 +40,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+from tests.fakereply import cooperative_answer
 
 __all__ = [
     "FakeProviderServer",
@@ -497,6 +502,7 @@ class FakeProviderServer:
         self.omit_usage = False
         self.count_prompt: Callable[[dict[str, Any] | None], int] = count_prompt_tokens
         """How usage counts prompt tokens (a test can put a real tokenizer here)."""
+        self.cooperative = False  # answer tools and JSON schemas (tests/fakereply.py)
         self.models: list[str] = list(DEFAULT_MODELS)
         self._address = (host, port)
         self._lock = threading.Lock()
@@ -653,6 +659,9 @@ class FakeProviderServer:
 
     def _reply(self, body: dict[str, Any]) -> _Reply:
         text, tool_call = self.reply_text, self.tool_call
+        answer = cooperative_answer(body) if self.cooperative and tool_call is None else None
+        if answer is not None:
+            text, tool_call = answer.text or text, answer.tool_call
         return _Reply(
             model=str(body.get("model", "unknown")),
             text=text,

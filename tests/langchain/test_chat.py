@@ -17,7 +17,7 @@ pytest.importorskip(
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 
 from aegis_proxy import LedgerError, LLMTask
-from aegis_proxy.langchain import ChatAegis
+from aegis_proxy.langchain.chat import ChatAegis
 from tests.conftest import Rig
 from tests.fakeserver import count_prompt_tokens
 
