@@ -13,7 +13,7 @@ then asks ``check_reservation``. What must always hold:
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -110,6 +110,19 @@ def after_settle(
             cost_micros=outcome.cost_micros,
         )
     warn_if_near(provider, usage, budget, warned)
+
+
+def warn_expired(expired: list[tuple[Any, ...]], reason: str) -> None:
+    """Log reservations expired as billed: (id, provider, timestamp, reserved) rows."""
+    providers = sorted({row[1] for row in expired})
+    billed = sum(int(row[3]) for row in expired)
+    warn(
+        "reservations_expired_billed",
+        providers=providers,
+        count=len(expired),
+        billed_micros=billed,
+        reason=reason,
+    )
 
 
 def warn(event: str, **context: object) -> None:

@@ -4,7 +4,10 @@ Both ledger backends build it from the same two queries' rows; the CLI renders i
 (``aegis_proxy.reports.render``). What must always hold:
 - money is integer micro-dollars and ``Decimal``; it is rounded only for display;
 - a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
-  from its warn share on; the projection is linear in the elapsed part of the month;
+  from its warn share on: both count what is *spent* (settled costs, and reservations
+  expired as billed), never what is only reserved; ``SUSPECT`` is added when the
+  provider billed an attempt above its reserved bound; the projection is linear in the
+  elapsed part of the month;
 - the cache hit ratio is hits / attempts served ('ok', hits included); none without any.
 This module imports only the standard library: ``aegis-proxy report`` uses it.
 """
@@ -43,7 +46,7 @@ class ProviderMonth:
     in_flight: int
     """Attempts still 'pending' (their money is in ``reserved_micros``)."""
     expired: int
-    """Reservations given back because their process died or their TTL passed."""
+    """Reservations that expired (their process died or their TTL passed)."""
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -56,6 +59,10 @@ class ProviderMonth:
     warn_share: float = 0.8
     cache_hits: int = 0
     """Attempts served from the response cache (at cost 0); counted in ``requests`` too."""
+    expired_billed: int = 0
+    """Of ``expired``: reservations spent at their bound (outcome unknown, maybe billed)."""
+    overshoots: int = 0
+    """Attempts the provider billed above the bound reserved for them (usage that lies)."""
 
     @property
     def spend_usd(self) -> Decimal:
@@ -89,12 +96,25 @@ class ProviderMonth:
         return share is not None and share >= self.warn_share
 
     @property
+    def suspect(self) -> bool:
+        """Whether the provider billed an attempt above its reserved bound this month."""
+        return self.overshoots > 0
+
+    @property
     def flag(self) -> str:
-        """'OVER' when the budget is used up, 'WARN' past the warn share, else ''."""
+        """'OVER' (spent >= budget), 'WARN' (spent past the warn share), 'SUSPECT', or ''.
+
+        Spent only: money merely reserved by calls in flight raises no flag.
+        """
         share = self.share_used
+        flags = []
         if share is not None and share >= 1.0:
-            return "OVER"
-        return "WARN" if self.warn else ""
+            flags.append("OVER")
+        elif self.warn:
+            flags.append("WARN")
+        if self.suspect:
+            flags.append("SUSPECT")
+        return " ".join(flags)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-able values: exact integer micro-dollars, and USD as floats for reading."""
@@ -105,6 +125,8 @@ class ProviderMonth:
         data["share_used"] = self.share_used
         data["warn"] = self.warn
         data["flag"] = self.flag
+        data["flag_counts"] = "spent"
+        data["suspect"] = self.suspect
         data["hit_ratio"] = self.hit_ratio
         return data
 
@@ -142,7 +164,7 @@ def build_summary(
     names = sorted(by_provider.keys() | limits.keys())
     return [
         _provider_month(
-            name, month, now, by_provider.get(name, [0] * 10), counts, limits, warn_shares
+            name, month, now, by_provider.get(name, [0] * 11), counts, limits, warn_shares
         )
         for name in names
     ]
@@ -157,7 +179,9 @@ def _provider_month(
     limits: Mapping[str, int | None],
     warn_shares: Mapping[str, float],
 ) -> ProviderMonth:
-    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning, hits = values
+    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning = values[:9]
+    hits, overshoots = values[9:11]
+    billed = counts.get((name, "expired_billed"), 0)
     return ProviderMonth(
         provider=name,
         month=month,
@@ -165,7 +189,7 @@ def _provider_month(
         errors=errors,
         cancelled=cancelled,
         in_flight=counts.get((name, "pending"), 0),
-        expired=counts.get((name, "expired"), 0),
+        expired=counts.get((name, "expired"), 0) + billed,
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         cached_input_tokens=cached,
@@ -176,6 +200,8 @@ def _provider_month(
         budget_micros=limits.get(name),
         warn_share=warn_shares.get(name, 0.8),
         cache_hits=hits,
+        expired_billed=billed,
+        overshoots=overshoots,
     )
 
 

@@ -155,6 +155,13 @@ def m004_privacy_audit(conn: Connection) -> None:
         conn.execute(statement)
 
 
+@migration
+def m006_unknown_outcomes(conn: Connection) -> None:
+    """Count, per provider and period, the attempts a provider billed above their bound."""
+    definition = lite.M006_OVERSHOOTS.replace("INTEGER", "BIGINT")
+    conn.execute(f"ALTER TABLE budget_usage ADD COLUMN IF NOT EXISTS {definition}")
+
+
 _M002_REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
