@@ -325,7 +325,8 @@ class AttemptLoop:
         if self.observers:
             now = time.time()
             started = call.started_at if call is not None else now
-            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
+            bound = call.bound if call is not None else 0
+            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream, bound)
             emit(self.observers, "attempt_finished", event)
         log.info(
             "provider_attempt",

@@ -436,15 +436,15 @@ def test_crashed_process_reservation_is_billed_at_its_bound(target: str) -> None
 
 
 def test_warning_once_past_the_warn_share(target: str) -> None:
-    """Reaching 80% of a budget logs budget_warning once per provider and period."""
+    """Spend reaching 80% of a budget logs budget_warning once per provider and period."""
     provider = f"warned_{uuid.uuid4().hex[:8]}"  # the once-only memory is per process
     budget = BudgetLimit(monthly_micros=10_000, warn_share=0.8)
     with open_ledger(target) as ledger, capture_logs() as logs:
-        ledger.reserve(start("a", provider), 7000, budget, NOW)
-        ledger.reserve(start("b", provider), 1000, budget, NOW)
-        ledger.reserve(start("c", provider), 1000, budget, NOW)
-    assert [(log["event"], log["period"], log["share"]) for log in logs] == [
-        ("budget_warning", "2025-03", 0.8)
+        rows = [ledger.reserve(start(r, provider), 4000, budget, NOW) for r in "ab"]
+        for row_id in rows:
+            ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=4000), NOW)
+    assert [(log["event"], log["period"], log["share"], log["counts"]) for log in logs] == [
+        ("budget_warning", "2025-03", 0.8, "spent")
     ]
 
 
