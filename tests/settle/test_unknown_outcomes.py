@@ -155,7 +155,8 @@ async def test_cancel_after_send_is_billed_at_the_bound(rig: Rig, target: str) -
     rig.openai.release_held()
     [row] = openai_rows(target)
     assert (row["status"], row["error_type"]) == ("cancelled", "cancelled")
-    assert row["cost_micros"] == row["reserved_micros"] and int(str(row["cost_micros"])) > 0
+    assert row["cost_micros"] == row["reserved_micros"]
+    assert int(str(row["cost_micros"])) > 0
     assert spent(target) == (row["cost_micros"], 0)
     assert billed(rig.openai) <= int(str(row["cost_micros"]))
 
@@ -304,8 +305,7 @@ async def test_provider_billing_above_its_bound_is_recorded_and_flagged(
         PrometheusObserver(registry).bind(proxy)
         with capture_logs() as logs:
             await proxy.acompletion(HELLO, CRITICAL, max_tokens=5)
-        budgets = proxy.rt.budgets if hasattr(proxy, "rt") else None
-        summary = proxy.ledger.monthly_summary(None, budgets)
+        summary = proxy.ledger.monthly_summary()
     [row] = openai_rows(target)
     prompt = count_prompt_tokens(rig.openai.chat_requests()[0].body)
     real = math.ceil(Decimal(prompt) * Decimal("2.5")) + 3000
@@ -315,4 +315,5 @@ async def test_provider_billing_above_its_bound_is_recorded_and_flagged(
     labels = {"provider": "openai", "model": "gpt-4o"}
     assert registry.get_sample_value("llm_cost_overshoots_total", labels) == 1.0
     [openai] = [p for p in summary if p.provider == "openai"]
-    assert openai.overshoots == 1 and "SUSPECT" in openai.flag
+    assert openai.overshoots == 1
+    assert "SUSPECT" in openai.flag
