@@ -18,7 +18,8 @@ MESSAGES = [
 def test_openai_model_is_counted_with_its_own_encoding() -> None:
     """gpt-4o: 3 per message, 1 per name, 3 to prime, plus every value's o200k tokens."""
     encoding = exact_encoding("openai", "gpt-4o")
-    assert encoding is not None and encoding.name == "o200k_base"
+    assert encoding is not None
+    assert encoding.name == "o200k_base"
     values = ["system", "Answer briefly.", "user", "What is the capital of Portugal?", "ana"]
     expected = 3 + 3 * 2 + 1 + sum(len(encoding.encode_ordinary(v)) for v in values)
     assert input_bound("openai", "gpt-4o", MESSAGES) == expected
