@@ -10,7 +10,15 @@ budget in the ledger, call it, and settle its ledger row. What must always hold:
 - ledger: every attempt that reaches a provider is one row, settled exactly once with its
   outcome (ok, error, cancelled), whatever happens, also when the request is cancelled while
   its reservation is being written; a ledger that waits on the network
-  (``blocks_event_loop``) is called from a worker thread;
+  (``blocks_event_loop``) is called from a worker thread, and a local one is tried once
+  without waiting (``wait=False``), then from a worker thread if it met a lock: the event
+  loop never waits on a ledger lock;
+- money: an attempt that may have reached its provider and whose usage we never saw
+  (cancelled after ``Call.sent``, timed out, connection dropped after connecting) is
+  settled at its cost bound; one that provably never left (refused before send,
+  connection refused) at $0. A settle the ledger cannot write never costs the caller the
+  answer it paid for: the ledger queues it, and a failure beyond that is logged, the row
+  then expiring billed at its bound;
 - cache: a hit is served only after the candidate passed every check a call would, and is
   one row at cost 0 marked ``cache_hit``;
 - no attempt outlives the request's deadline; nothing here logs prompt text, response text
@@ -44,6 +52,7 @@ from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle.backend import LedgerBackend
 from aegis_proxy.settle.records import (
     CANCELLED,
+    CANCELLED_AFTER_SEND,
     AttemptOutcome,
     AttemptStart,
     BudgetLimit,
@@ -111,7 +120,7 @@ class AttemptLoop:
                         break
                     continue
                 except BaseException:
-                    self._settle(job, call, CANCELLED)
+                    self._settle(job, call, CANCELLED_AFTER_SEND if call.sent else CANCELLED)
                     call.breaker.release_probe()
                     self._request_finished(job, "cancelled")
                     raise
@@ -136,6 +145,7 @@ class AttemptLoop:
             return call.answer
         params = job.sent_params(call.client.config)
         async with asyncio.timeout(call.timeout):
+            call.sent = True  # from here on the provider may receive (and bill) it
             return await call.client.complete(call.model, job.plan.messages, params)
 
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
@@ -152,6 +162,7 @@ class AttemptLoop:
 
     async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
         params = job.sent_params(call.client.config)
+        call.sent = True
         return await open_first_chunk(call, job.plan.messages, params, call.timeout)
 
     async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
@@ -183,10 +194,11 @@ class AttemptLoop:
         cached = cache_ttl(job) > 0
         answer = cached_answer(self.response_cache, job, client, model) if cached else None
         free = answer is not None  # a cached answer costs $0: no budget to check
+        bound = 0 if free else job.cost_bound(client.config, model)
         try:
             row_id = await self._reserve(
                 job.attempt_start(client.name, model),
-                0 if free else job.reservation(client.config, model),
+                bound if client.config.budgeted else 0,
                 None if free else job.rt.budgets[client.name],
             )
         except (errors.BudgetExceededError, errors.LedgerUnavailableError) as exc:
@@ -203,7 +215,7 @@ class AttemptLoop:
         timeout = _min(client.config.timeout_s, job.remaining())
         if answer is not None:
             return CacheHit(client, model, row_id, breaker, state, timeout, answer=answer)
-        return Call(client, model, row_id, breaker, state, timeout)
+        return Call(client, model, row_id, breaker, state, timeout, bound=bound)
 
     def _skip_reason(self, job: Job, client: ProviderClient, breaker: CircuitBreaker) -> str | None:
         if job.plan.local_only and not client.config.local:  # the invariant, once more
@@ -232,7 +244,10 @@ class AttemptLoop:
         """
         ledger = self.ledger
         if not ledger.blocks_event_loop:
-            return ledger.reserve(start, amount, budget)
+            try:
+                return ledger.reserve(start, amount, budget, wait=False)
+            except errors.LedgerBusyError:
+                pass  # locked: wait for it in a worker thread, not on the event loop
         writing = asyncio.ensure_future(asyncio.to_thread(ledger.reserve, start, amount, budget))
         try:
             return await asyncio.shield(writing)
@@ -246,25 +261,43 @@ class AttemptLoop:
         if not isinstance(exc, errors.ProviderCallError):
             exc = errors.ProviderTimeoutError(call.client.name, "attempt timed out")
         call.problem = failure_text(exc, call.client.config.api_base)
-        await self._asettle(job, call, Finished("error", error_type=exc.kind))
+        unknown = call.sent and _may_be_billed(exc)
+        await self._asettle(job, call, Finished("error", error_type=exc.kind, unknown=unknown))
         return exc
 
     async def _asettle(self, job: Job, call: Call, finished: Finished) -> None:
-        """``_settle``, with the ledger write in a worker thread when it waits on the network."""
-        if not self.ledger.blocks_event_loop:
-            self._settle(job, call, finished)
-            return
+        """``_settle`` without waiting on the event loop: a lock is waited for in a thread."""
         outcome = outcome_of(job, call, finished)
-        await asyncio.to_thread(self.ledger.settle, call.row_id, outcome)
+        ledger = self.ledger
+        try:
+            if ledger.blocks_event_loop:
+                await asyncio.to_thread(ledger.settle, call.row_id, outcome)
+            else:
+                try:
+                    ledger.settle(call.row_id, outcome, wait=False)
+                except errors.LedgerBusyError:
+                    await asyncio.to_thread(ledger.settle, call.row_id, outcome)
+        except errors.LedgerError as exc:  # the answer is the caller's all the same
+            _settle_lost(call.row_id, exc)
         self._settled(job, call, outcome)
 
     def _settle(self, job: Job, call: Call, finished: Finished) -> None:
         """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
 
         Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt.
+        A local ledger that meets a lock gets the settle from a worker thread, unawaited.
         """
         outcome = outcome_of(job, call, finished)
-        self.ledger.settle(call.row_id, outcome)
+        ledger = self.ledger
+        try:
+            ledger.settle(call.row_id, outcome, wait=False)
+        except errors.LedgerBusyError:
+            loop = asyncio.get_running_loop()
+            waiting = loop.run_in_executor(None, _settle_or_log, ledger, call.row_id, outcome)
+            _PENDING_SETTLES.add(waiting)
+            waiting.add_done_callback(_PENDING_SETTLES.discard)
+        except errors.LedgerError as exc:
+            _settle_lost(call.row_id, exc)
         self._settled(job, call, outcome)
 
     def _settled(self, job: Job, call: Call, outcome: AttemptOutcome) -> None:
@@ -301,7 +334,8 @@ class AttemptLoop:
         if self.observers:
             now = time.time()
             started = call.started_at if call is not None else now
-            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream)
+            bound = call.bound if call is not None else 0
+            event = AttemptEvent(job.record, attempt, outcome, started, now, job.stream, bound)
             emit(self.observers, "attempt_finished", event)
         log.info(
             "provider_attempt",
@@ -330,6 +364,28 @@ def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> 
         ledger.settle(reserving.result(), AttemptOutcome("cancelled", 0.0, error_type="cancelled"))
     except errors.LedgerError as exc:  # the row stays pending: its reservation expires
         log.error("cancelled_reservation_unsettled", problem=exc.problem)
+
+
+_PENDING_SETTLES: set[asyncio.Future[None]] = set()  # unawaited settles, kept referenced
+
+
+def _may_be_billed(exc: errors.ProviderCallError) -> bool:
+    """Whether a failed attempt may have been served (and billed) without our seeing it."""
+    timed_out = isinstance(exc, errors.ProviderTimeoutError)
+    dropped = isinstance(exc, errors.ProviderConnectionError)
+    return (timed_out or dropped) and not exc.before_send
+
+
+def _settle_or_log(ledger: LedgerBackend, row_id: int, outcome: AttemptOutcome) -> None:
+    try:
+        ledger.settle(row_id, outcome)
+    except errors.LedgerError as exc:
+        _settle_lost(row_id, exc)
+
+
+def _settle_lost(row_id: int, exc: errors.LedgerError) -> None:
+    """The settle could not be written nor queued: the row expires billed at its bound."""
+    log.error("ledger_settle_unwritten", row_id=row_id, problem=exc.problem)
 
 
 def _min(*limits: float | None) -> float | None:

@@ -11,7 +11,8 @@ mapped onto ``ProviderCallError`` subclasses in exactly one place
     ├── PrivacyViolationError         PII with no local provider left to serve it
     ├── BudgetExceededError           a reservation would pass a provider's budget
     ├── LedgerError                   the ledger could not record a row
-    │   └── LedgerUnavailableError        its database cannot be reached (rows queue in memory)
+    │   ├── LedgerUnavailableError        its database cannot be reached (rows queue in memory)
+    │   └── LedgerBusyError               a write asked not to wait met a lock (retry in a thread)
     ├── NoProviderAvailableError      every candidate of the route was skipped or failed
     └── ProviderCallError             one attempt at one provider failed
         ├── ProviderUnavailableError      not callable at all (missing key, no SDK extra)
@@ -138,11 +139,19 @@ class LedgerUnavailableError(LedgerError):
         self.queued_rows = queued_rows
 
 
+class LedgerBusyError(LedgerError):
+    """A write asked not to wait (``wait=False``) met a lock: retry it where waiting is fine."""
+
+
 class ProviderCallError(AegisError):
     """One attempt at one provider failed."""
 
     retryable = False
     """Whether retrying the same provider may succeed (429, 5xx, dropped connections)."""
+    before_send = False
+    """True when the request provably never left (connection refused, connect timeout):
+    the provider cannot bill it. Otherwise a timeout or a dropped connection may have been
+    served and billed."""
 
     def __init__(self, provider: str, problem: str, status_code: int | None = None) -> None:
         self.provider = provider

@@ -2,10 +2,13 @@
 
 What must always hold:
 - a budgeted attempt reserves an upper bound of its cost: an input bound that cannot be
-  under the real token count plus ``max_tokens`` (the caller's, or the configured default,
+  under the real token count (``reserve.input_bound``: exact for OpenAI models, a byte
+  bound elsewhere) plus ``n`` x ``max_tokens`` (the caller's, or the configured default,
   which is then also *sent*, so the provider is held to it) times the output price;
 - an attempt's cost comes from the provider's usage; without usage, the tokens are
-  counted locally and the row says so (``counted``); a failed attempt costs nothing;
+  counted locally and the row says so (``counted``); an attempt whose outcome is unknown
+  (cancelled or timed out after it was sent, ``Finished.unknown``) costs its bound; a
+  failed attempt the provider answered (or never received) costs nothing;
 - these are pure functions of the request: no network, no ledger.
 """
 
@@ -18,13 +21,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aegis_proxy.decide.record import AegisRecord
 from aegis_proxy.errors import ProviderCallError, ProviderConnectionError, ProviderTimeoutError
+from aegis_proxy.reserve.input_bound import input_bound
 from aegis_proxy.reserve.money import usd
-from aegis_proxy.reserve.pricing import (
-    cost_micros,
-    count_text_tokens,
-    count_tokens,
-    input_token_bound,
-)
+from aegis_proxy.reserve.pricing import cost_micros, count_text_tokens, count_tokens
 from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, Finished
 
 if TYPE_CHECKING:
@@ -91,8 +90,10 @@ class Job:
         price = config.price_of(model)
         if price.is_free:
             return 0
-        out_bound = max_tokens(self.params) or self.default_max_tokens
-        in_bound = input_token_bound(self.plan.messages, self.params.get("tools"))
+        out_bound = (max_tokens(self.params) or self.default_max_tokens) * choices(self.params)
+        tools = self.params.get("tools")
+        extras = [tools] if tools else []
+        in_bound = input_bound(config.sdk, model, self.plan.messages, extras)
         return cost_micros(price, in_bound, out_bound)
 
     def over_ceiling(self, config: ProviderConfig, model: str) -> str | None:
@@ -144,6 +145,10 @@ class Call:
     ttft_ms: float | None = None
     problem: str | None = None
     """What went wrong, in words, when the attempt failed (no content, no key)."""
+    bound: int = 0
+    """The attempt's cost bound in micro-dollars: what an unknown outcome is billed."""
+    sent: bool = False
+    """Set once the request may have left for the provider (its call began)."""
 
 
 @dataclass(slots=True)
@@ -160,6 +165,8 @@ def outcome_of(job: Job, call: Call, finished: Finished) -> AttemptOutcome:
     """
     text = finished.text
     tokens = usage_tokens(finished.usage)
+    hit = isinstance(call, CacheHit)
+    unknown = tokens is None and finished.unknown and not hit
     counted = tokens is None and text is not None
     if tokens is None:
         tokens = (0, 0, 0, 0)
@@ -168,6 +175,7 @@ def outcome_of(job: Job, call: Call, finished: Finished) -> AttemptOutcome:
             tokens = (counted_in, count_text_tokens(text), 0, 0)
     hit = isinstance(call, CacheHit)
     price = call.client.config.price_of(call.model)
+    cost = cost_micros(price, tokens[0], tokens[1], tokens[2])
     return AttemptOutcome(
         status=finished.status,
         latency_ms=(time.perf_counter() - call.started) * 1000,
@@ -175,7 +183,7 @@ def outcome_of(job: Job, call: Call, finished: Finished) -> AttemptOutcome:
         output_tokens=tokens[1],
         cached_input_tokens=tokens[2],
         reasoning_tokens=tokens[3],
-        cost_micros=0 if hit else cost_micros(price, tokens[0], tokens[1], tokens[2]),
+        cost_micros=0 if hit else call.bound if unknown else cost,
         counted=counted,
         error_type=finished.error_type,
         ttft_ms=call.ttft_ms,
@@ -190,6 +198,12 @@ def record_success(record: AegisRecord, call: Call, outcome: AttemptOutcome) -> 
     record.input_tokens = outcome.input_tokens
     record.output_tokens = outcome.output_tokens
     record.tokens_counted = outcome.counted
+
+
+def choices(params: dict[str, Any]) -> int:
+    """How many completions a request asks for (``n``), each up to ``max_tokens``."""
+    value = params.get("n")
+    return max(1, int(value)) if isinstance(value, int | float) and value else 1
 
 
 def max_tokens(params: dict[str, Any]) -> int | None:

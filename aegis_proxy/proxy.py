@@ -98,7 +98,8 @@ class AegisLLMProxy:
         if self._ledger is None:
             ttl = self.config.budgets.reservation_ttl_s
             where = self.config.ledger.url or self.config.ledger.path
-            self._ledger = open_ledger(where, reservation_ttl_s=ttl)
+            busy = self.config.ledger.busy_timeout_s
+            self._ledger = open_ledger(where, reservation_ttl_s=ttl, busy_timeout_s=busy)
         return self._ledger
 
     @property

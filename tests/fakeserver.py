@@ -109,6 +109,7 @@ class FaultKind(enum.StrEnum):
     MALFORMED = "malformed"
     STALL_AFTER_FIRST_CHUNK = "stall_after_first_chunk"
     DROP_AFTER_FIRST_CHUNK = "drop_after_first_chunk"
+    HOLD = "hold"
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,11 @@ class Fault:
     def stall_after_first_chunk(cls, seconds: float) -> Fault:
         """Send the first chunk, sleep, then finish normally."""
         return cls(FaultKind.STALL_AFTER_FIRST_CHUNK, seconds=seconds)
+
+    @classmethod
+    def hold(cls) -> Fault:
+        """Record the request (it is billed), then answer only after ``release_held()``."""
+        return cls(FaultKind.HOLD)
 
     @classmethod
     def drop_after_first_chunk(cls) -> Fault:
@@ -509,6 +515,7 @@ class FakeProviderServer:
         self._requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
         self._stopping = threading.Event()
+        self._released = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -531,6 +538,7 @@ class FakeProviderServer:
         if httpd is None or thread is None:
             return
         self._stopping.set()
+        self._released.set()
         httpd.shutdown()
         thread.join(_JOIN_TIMEOUT_S)
         httpd.close_connections_and_join()
@@ -560,6 +568,10 @@ class FakeProviderServer:
         """Queue ``fault`` for the next ``times`` chat requests (after those already queued)."""
         with self._lock:
             self._faults.extend([fault] * times)
+
+    def release_held(self) -> None:
+        """Let every held request (and any later one) be answered."""
+        self._released.set()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -599,6 +611,11 @@ class FakeProviderServer:
 
     def _answer(self, handler: _Handler, request: RecordedRequest, fault: Fault | None) -> None:
         kind = fault.kind if fault else None
+        if kind is FaultKind.HOLD:
+            while not self._released.wait(0.01):
+                if self._stopping.is_set():
+                    handler.close_connection = True
+                    return
         if kind is FaultKind.DROP or (
             kind is FaultKind.DELAY and fault is not None and self._stopping.wait(fault.seconds)
         ):

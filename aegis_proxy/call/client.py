@@ -68,10 +68,34 @@ _CLASS_MAP: dict[str, type[errors.ProviderCallError]] = {
 
 _CONNECTION_NAMES = ("ConnectError", "ReadError", "RemoteProtocolError", "APIConnectionError")
 _TIMEOUT_NAMES = ("TimeoutException", "ReadTimeout", "ConnectTimeout", "APITimeoutError")
+_CONNECT_NAMES = frozenset({"ConnectError", "ConnectTimeout"})  # httpx: never sent
 
 
 def map_error(provider: str, exc: BaseException) -> errors.ProviderCallError:
-    """Translate one SDK/transport exception into our hierarchy (no message text kept)."""
+    """Translate one SDK/transport exception into our hierarchy (no message text kept).
+
+    ``before_send`` is set when the connection itself failed (refused, connect timeout):
+    then the request never reached the provider.
+    """
+    mapped = _mapped(provider, exc)
+    if mapped is not exc and _never_connected(exc):
+        mapped.before_send = True
+    return mapped
+
+
+def _never_connected(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(8):  # the SDK wraps httpx's exception, which wraps the socket's
+        if seen is None:
+            return False
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        if names & _CONNECT_NAMES or isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = getattr(seen, "original_exception", None) or seen.__cause__ or seen.__context__
+    return False
+
+
+def _mapped(provider: str, exc: BaseException) -> errors.ProviderCallError:
     if isinstance(exc, errors.ProviderCallError):
         return exc
     names = [cls.__name__ for cls in type(exc).__mro__]

@@ -4,7 +4,9 @@ What must always hold:
 - a failure before the first chunk belongs to the attempt loop (it falls back); after the
   first chunk a failure is raised to the consumer: output is never duplicated;
 - the row is settled when the stream ends (``ok``), fails (``error``), or is closed or
-  dropped early (``cancelled``, with the tokens counted so far). The work happens in an
+  dropped early (``cancelled``). A stream that did not end is billed at what it produced
+  only when the provider's usage says so; without usage its outcome is unknown (the
+  provider may generate, and bill, the rest) and it is billed at its bound. The work happens in an
   async generator primed before it is handed out, so ``aclose()`` and garbage collection
   (asyncio's async-generator finalizer) both run its ``finally``;
 - no chunk waits longer than the attempt's timeout, nor past the request's deadline.
@@ -120,7 +122,8 @@ class AegisStream:
             status, error_type = "error", mapped.kind
             raise mapped from exc
         finally:
-            await self._settle(Finished(status, usage, "".join(text), error_type))
+            unknown = status != "ok"  # without usage, the provider's bill is unknown
+            await self._settle(Finished(status, usage, "".join(text), error_type, unknown))
             await _close(self._stream)
 
     async def _next(self) -> ChatCompletionChunk | None:

@@ -90,6 +90,7 @@ class LedgerConfig(StrictModel):
 
     path: str = "data/cost_tracking.db"
     url: str | None = None  # sqlite:///PATH or postgresql://...; wins over path
+    busy_timeout_s: float = Field(default=10.0, ge=0)  # a lock waited for (in a thread)
 
     @field_validator("path")
     @classmethod

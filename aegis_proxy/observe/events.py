@@ -32,6 +32,8 @@ class AttemptEvent:
     started_at: float  # wall-clock seconds (time.time()) when the attempt started
     ended_at: float
     stream: bool
+    bound_micros: int = 0
+    """The attempt's cost bound (what was reserved for a budgeted provider)."""
 
 
 @dataclass(frozen=True, slots=True)

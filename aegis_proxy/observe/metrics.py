@@ -81,6 +81,8 @@ _COUNTERS = (  # attribute, name (``_total`` is added), help, labels
      ("provider", "reason")),
     ("fallback_requests", "llm_fallback_requests",
      "Served requests not served by their route's first choice", ("rule",)),
+    ("overshoots", "llm_cost_overshoots",
+     "Attempts a provider billed above their reserved bound (usage that lies)", _PM),
 )  # fmt: skip
 _HISTOGRAMS = (
     ("request_duration", "llm_request_duration_seconds", "Whole request, fallbacks included",
@@ -113,6 +115,7 @@ class PrometheusObserver:
     cost: Counter
     fallbacks: Counter
     fallback_requests: Counter
+    overshoots: Counter
     budget_spent: Gauge
     budget_limit: Gauge
     budget_used: Gauge
@@ -149,6 +152,8 @@ class PrometheusObserver:
             self._watch_breaker(attempt.provider)
         if event.outcome is not None:
             self._settled(attempt.provider, attempt.model, event.outcome)
+            if 0 < event.bound_micros < event.outcome.cost_micros:
+                self._child(self.overshoots, attempt.provider, attempt.model).inc()
 
     def request_finished(self, event: RequestEvent) -> None:
         record = event.record

@@ -289,6 +289,30 @@ def _encoding() -> Any:
     )
 
 
+def bundled_encoding(name: str) -> Any | None:
+    """tiktoken's encoding ``name`` from the files LiteLLM bundles (offline), or None.
+
+    ``cl100k_base`` is always there; another encoding only if its file is in the directory
+    tiktoken reads (``TIKTOKEN_CACHE_DIR``, by default LiteLLM's bundled one): tiktoken
+    would otherwise download it, which this never lets happen.
+    """
+    if name == "cl100k_base":
+        return _encoding()
+    _encoding()  # sets TIKTOKEN_CACHE_DIR to the bundled files unless the caller chose one
+    file = _BUNDLED_FILES.get(name)
+    if file is None or not (Path(os.environ["TIKTOKEN_CACHE_DIR"]) / file).is_file():
+        return None
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+_BUNDLED_FILES = {  # sha1 of each encoding's download URL: tiktoken's cache file names
+    "o200k_base": "fb374d419588a4632f3f557e76b4b70aebbca790",
+    "p50k_base": "ec7223a39ce59f226a68acc30dc1af2788490e15",
+}
+
+
 def _read_ranks(lines: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
     for line in lines:
         if line:

@@ -3,7 +3,8 @@
 What must always hold: every backend (``sqlite.ledger.Ledger``, ``postgres.ledger.
 PostgresLedger``) keeps the invariants of ``aegis_proxy.settle.sqlite.ledger``'s docstring:
 reservations checked and written in one transaction, one row per attempt settled once,
-nothing dropped silently.
+unknown outcomes billed at their bound, open reservations renewed while their process
+lives, nothing dropped silently.
 """
 
 from __future__ import annotations
@@ -35,9 +36,22 @@ class LedgerBackend(Protocol):
         reserve_micros: int,
         budget: BudgetLimit | None,
         now: datetime | None = None,
+        *,
+        wait: bool = True,
     ) -> int: ...
 
-    def settle(self, row_id: int, outcome: AttemptOutcome, now: datetime | None = None) -> None: ...
+    def settle(
+        self,
+        row_id: int,
+        outcome: AttemptOutcome,
+        now: datetime | None = None,
+        *,
+        wait: bool = True,
+    ) -> None:
+        """Settle once; a settle the database cannot take now waits in memory (its
+        reservation held) and is written later. ``wait=False``: ``LedgerBusyError`` at the
+        first lock instead of waiting (only a backend that does not block the loop)."""
+        ...
 
     def budget_state(self, provider: str, period: str) -> tuple[int, int]: ...
 

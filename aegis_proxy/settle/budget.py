@@ -7,13 +7,14 @@ then asks ``check_reservation``. What must always hold:
 - a reservation passes only if spent + reserved + amount <= limit for the month and, when
   set, the day; a refusal is ``BudgetExceededError`` with the amounts in USD;
 - a $0 reservation, or one without a budget, is never checked (``needs_check``);
-- ``budget_warning`` is logged once per provider and period per process, at the warn share.
+- ``budget_warning`` is logged once per provider and period per process, when the spend
+  (not spend + reserved) reaches the warn share, as the report's WARN flag.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.errors import BudgetExceededError
 from aegis_proxy.observe.logs import get_logger
@@ -76,16 +77,28 @@ def check_reservation(
 def warn_if_near(
     provider: str, usage: list[UsageRow], budget: BudgetLimit, warned: WarnedPeriods
 ) -> None:
-    """Log ``budget_warning`` the first time a period's use reaches the warn share."""
+    """Log ``budget_warning`` the first time a period's *spend* reaches the warn share.
+
+    Spent only (``counts="spent"``), as the report's WARN flag: money merely reserved by
+    calls in flight is not spent, and warning on it fired at the first request.
+    """
     for period, spent, reserved in usage:
         limit = budget.monthly_micros if len(period) == 7 else budget.daily_micros
         if not limit:
             continue
-        share = (spent + reserved) / limit
+        share = spent / limit
         if share < budget.warn_share:
             continue
         if warned.first_time(provider, period):
-            warn("budget_warning", provider=provider, period=period, share=round(share, 4))
+            warn(
+                "budget_warning",
+                provider=provider,
+                period=period,
+                share=round(share, 4),
+                counts="spent",
+                spent_micros=spent,
+                reserved_micros=reserved,
+            )
 
 
 def after_settle(
@@ -109,6 +122,19 @@ def after_settle(
             cost_micros=outcome.cost_micros,
         )
     warn_if_near(provider, usage, budget, warned)
+
+
+def warn_expired(expired: list[tuple[Any, ...]], reason: str) -> None:
+    """Log reservations expired as billed: (id, provider, timestamp, reserved) rows."""
+    providers = sorted({row[1] for row in expired})
+    billed = sum(int(row[3]) for row in expired)
+    warn(
+        "reservations_expired_billed",
+        providers=providers,
+        count=len(expired),
+        billed_micros=billed,
+        reason=reason,
+    )
 
 
 def warn(event: str, **context: object) -> None:

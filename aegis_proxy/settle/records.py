@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 Status = Literal["ok", "error", "cancelled"]
 """How an attempt that reached (or may have reached) its provider ended."""
 OUTCOMES: frozenset[str] = frozenset(get_args(Status))
+EXPIRED_BILLED = "expired_billed"
+"""A pending row whose process died or whose TTL passed: its outcome is unknown (the
+provider may have served and billed it), so it is spent at its reserved bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +52,15 @@ class Finished:
     usage: Any = None
     text: str | None = None
     error_type: str | None = None
+    unknown: bool = False
+    """The provider may have served (and billed) more than we saw: without ``usage`` the
+    attempt costs its bound (a call cancelled or timed out after it was sent)."""
 
 
 CANCELLED = Finished("cancelled", None, "", "cancelled")
+"""Cancelled before the request was sent: nothing to pay, the reservation is released."""
+CANCELLED_AFTER_SEND = Finished("cancelled", None, None, "cancelled", unknown=True)
+"""Cancelled after the request may have been sent: billed at the bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,17 +230,29 @@ def outcome_params(o: AttemptOutcome) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def counter_deltas(o: AttemptOutcome) -> tuple[int, ...]:
+def counter_deltas(o: AttemptOutcome, reserved: int = 0) -> tuple[int, ...]:
     """What a settle adds to the usage counters after (spent, reserved)."""
     flags = (int(o.status == "ok"), int(o.status == "error"), int(o.status == "cancelled"))
     tokens = (o.input_tokens, o.output_tokens, o.cached_input_tokens, o.reasoning_tokens)
-    return (*flags, *tokens, int(o.cache_hit))
+    return (*flags, *tokens, int(o.cache_hit), int(overshoot(o, reserved)))
 
 
-def settle_delta(outcome: AttemptOutcome, status: str, reserved: int) -> tuple[int, ...]:
-    """Usage deltas of settling a row now in ``status``: an expired row gave its money back."""
+def overshoot(outcome: AttemptOutcome, reserved: int) -> bool:
+    """Whether a provider billed more than the bound reserved for it (its usage lies)."""
+    return 0 < reserved < outcome.cost_micros
+
+
+def settle_delta(
+    outcome: AttemptOutcome, status: str, reserved: int, prior_cost: int = 0
+) -> tuple[int, ...]:
+    """Usage deltas of settling a row now in ``status`` that counts ``prior_cost`` as spent.
+
+    A pending row gives its reservation back; a row expired as billed had its bound counted
+    as spent (``prior_cost``), which the real cost now replaces; an old 'expired' row gave
+    its money back already.
+    """
     release = reserved if status == "pending" else 0
-    return (outcome.cost_micros, -release, *counter_deltas(outcome))
+    return (outcome.cost_micros - prior_cost, -release, *counter_deltas(outcome, reserved))
 
 
 def dicts(names: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[dict[str, object]]:

@@ -3,9 +3,11 @@
 Both ledger backends build it from the same two queries' rows; the CLI renders it
 (``aegis_proxy.reports.render``). What must always hold:
 - money is integer micro-dollars and ``Decimal``; it is rounded only for display;
-- a provider is flagged ``OVER`` when its spend reached its monthly budget, ``WARN``
-  from its warn share on, and ``PROJECTED_OVER`` when its month-end projection passes the
-  budget; the projection is linear in the elapsed part of the month;
+- a provider is flagged ``OVER`` when its spend reached its monthly budget and ``WARN``
+  from its warn share on: both count what is *spent* (settled costs, and reservations
+  expired as billed), never what is only reserved; ``PROJECTED_OVER`` is added when its
+  month-end projection passes the budget, ``SUSPECT`` when the provider billed an attempt
+  above its reserved bound; the projection is linear in the elapsed part of the month;
 - the cache hit ratio is hits / attempts served ('ok', hits included); none without any.
 This module imports only the standard library: ``aegis-proxy report`` uses it.
 """
@@ -44,7 +46,7 @@ class ProviderMonth:
     in_flight: int
     """Attempts still 'pending' (their money is in ``reserved_micros``)."""
     expired: int
-    """Reservations given back because their process died or their TTL passed."""
+    """Reservations that expired (their process died or their TTL passed)."""
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
@@ -57,6 +59,10 @@ class ProviderMonth:
     warn_share: float = 0.8
     cache_hits: int = 0
     """Attempts served from the response cache (at cost 0); counted in ``requests`` too."""
+    expired_billed: int = 0
+    """Of ``expired``: reservations spent at their bound (outcome unknown, maybe billed)."""
+    overshoots: int = 0
+    """Attempts the provider billed above the bound reserved for them (usage that lies)."""
 
     @property
     def spend_usd(self) -> Decimal:
@@ -95,13 +101,26 @@ class ProviderMonth:
         return self.budget_micros is not None and self.projected_micros > self.budget_micros
 
     @property
+    def suspect(self) -> bool:
+        """Whether the provider billed an attempt above its reserved bound this month."""
+        return self.overshoots > 0
+
+    @property
     def flag(self) -> str:
-        """'OVER' when the budget is used up; else 'WARN' past the warn share and/or
-        'PROJECTED_OVER' when the month-end projection passes the budget; else ''."""
+        """'OVER' (spent >= budget) or 'WARN' (spent past the warn share), then
+        'PROJECTED_OVER' (the month-end projection passes the budget) and 'SUSPECT';
+        comma-separated, or ''. Spent only: money merely reserved raises no flag.
+        """
         share = self.share_used
+        flags: list[str] = []
         if share is not None and share >= 1.0:
-            return "OVER"
-        flags = ["WARN"] * self.warn + ["PROJECTED_OVER"] * self.projected_over
+            flags.append("OVER")
+        elif self.warn:
+            flags.append("WARN")
+        if self.projected_over and "OVER" not in flags:
+            flags.append("PROJECTED_OVER")
+        if self.suspect:
+            flags.append("SUSPECT")
         return ",".join(flags)
 
     def to_dict(self) -> dict[str, object]:
@@ -114,6 +133,8 @@ class ProviderMonth:
         data["warn"] = self.warn
         data["projected_over"] = self.projected_over
         data["flag"] = self.flag
+        data["flag_counts"] = "spent"
+        data["suspect"] = self.suspect
         data["hit_ratio"] = self.hit_ratio
         return data
 
@@ -151,7 +172,7 @@ def build_summary(
     names = sorted(by_provider.keys() | limits.keys())
     return [
         _provider_month(
-            name, month, now, by_provider.get(name, [0] * 10), counts, limits, warn_shares
+            name, month, now, by_provider.get(name, [0] * 11), counts, limits, warn_shares
         )
         for name in names
     ]
@@ -166,7 +187,9 @@ def _provider_month(
     limits: Mapping[str, int | None],
     warn_shares: Mapping[str, float],
 ) -> ProviderMonth:
-    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning, hits = values
+    spent, reserved, ok, errors, cancelled, tokens_in, tokens_out, cached, reasoning = values[:9]
+    hits, overshoots = values[9:11]
+    billed = counts.get((name, "expired_billed"), 0)
     return ProviderMonth(
         provider=name,
         month=month,
@@ -174,7 +197,7 @@ def _provider_month(
         errors=errors,
         cancelled=cancelled,
         in_flight=counts.get((name, "pending"), 0),
-        expired=counts.get((name, "expired"), 0),
+        expired=counts.get((name, "expired"), 0) + billed,
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         cached_input_tokens=cached,
@@ -185,6 +208,8 @@ def _provider_month(
         budget_micros=limits.get(name),
         warn_share=warn_shares.get(name, 0.8),
         cache_hits=hits,
+        expired_billed=billed,
+        overshoots=overshoots,
     )
 
 

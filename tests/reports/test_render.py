@@ -42,15 +42,17 @@ local_ollama  2025-04       340       0         0.0%    512,000      98,000    0
 ollama_cloud  2025-04     1,500      12         0.0%  9,000,000   2,000,000  120.0000  120.0000  100.0%     120.0000  OVER
 openai        2025-04       120       3        25.0%  1,234,567      89,012   64.5001   80.0000   80.6%     129.0002  WARN,PROJECTED_OVER"""  # noqa: E501  (the exact table, one row per line)
 CSV = """\
-provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,cache_hits,spend_usd,budget_usd,projected_usd,share_used,warn,projected_over,flag,hit_ratio
-local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0,0.0,,0.0,,False,False,,0.0
-ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,0,120.0,120.0,120.0,1.0,True,False,OVER,0.0
-openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,30,64.500123,80.0,129.000246,0.8062515375,True,True,"WARN,PROJECTED_OVER",0.25
+provider,month,requests,errors,cancelled,in_flight,expired,input_tokens,output_tokens,cached_input_tokens,reasoning_tokens,spend_micros,reserved_micros,projected_micros,budget_micros,warn_share,cache_hits,expired_billed,overshoots,spend_usd,budget_usd,projected_usd,share_used,warn,projected_over,flag,flag_counts,suspect,hit_ratio
+local_ollama,2025-04,340,0,2,0,0,512000,98000,0,0,0,0,0,,0.8,0,0,0,0.0,,0.0,,False,False,,spent,False,0.0
+ollama_cloud,2025-04,1500,12,0,1,1,9000000,2000000,0,0,120000000,250,120000000,120000000,0.8,0,0,0,120.0,120.0,120.0,1.0,True,False,OVER,spent,False,0.0
+openai,2025-04,120,3,1,0,0,1234567,89012,4096,512,64500123,0,129000246,80000000,0.8,30,0,0,64.500123,80.0,129.000246,0.8062515375,True,True,"WARN,PROJECTED_OVER",spent,False,0.25
 """
 LIGHT_MODULES = (
     "aegis_proxy.settle.open",
     "aegis_proxy.settle.sqlite.ledger",
     "aegis_proxy.settle.sqlite.connection",
+    "aegis_proxy.settle.sqlite.backlog",
+    "aegis_proxy.settle.heartbeat",
     "aegis_proxy.settle.sqlite.migrations",
     "aegis_proxy.settle.sqlite.queries",
     "aegis_proxy.settle.records",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -108,3 +110,79 @@ def run_race(target: str, processes: int, budget: BudgetLimit, cost: int, join_s
         process.join(join_s)  # the results are a few small ints: the queue cannot block a join
     assert [p.exitcode for p in workers] == [0] * processes
     return sum(results.get(timeout=5) for _ in workers)
+
+
+# -- the same race with crashes and cancellations mixed in --------------------------------
+
+
+def _log_call(calls_file: str, row_id: int, kind: str) -> None:
+    """One line per provider call, appended before the call (O_APPEND: atomic lines)."""
+    fd = os.open(calls_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, f"{row_id} {kind}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _faulty_call(
+    ledger: LedgerBackend, request_id: str, budget: BudgetLimit, kind: str, calls_file: str
+) -> None:
+    """Reserve; on success "call" the provider, then settle ok, cancel, or hang (to die)."""
+    try:
+        row_id = ledger.reserve(start(request_id), RESERVATION, budget, NOW)
+    except BudgetExceededError:
+        return
+    _log_call(calls_file, row_id, kind)
+    time.sleep(0.005)
+    if kind == "crash":
+        time.sleep(3600)  # killed -9 with the call in flight
+    elif kind == "cancel":  # cancelled after send: the provider may bill it, up to its bound
+        outcome = AttemptOutcome("cancelled", 5.0, cost_micros=RESERVATION)
+        ledger.settle(row_id, outcome, NOW)
+    else:
+        ledger.settle(row_id, AttemptOutcome("ok", 5.0, 40, 10, cost_micros=400), NOW)
+
+
+def _faulty_worker(
+    target: str, index: int, budget: BudgetLimit, barrier: Any, calls_file: str
+) -> None:
+    """Odd processes hang every call until killed; even ones settle or cancel them."""
+    ledger = open_ledger(target)
+    barrier.wait()
+    kinds = ["crash"] if index % 2 else ["ok", "cancel"]
+    with ThreadPoolExecutor(CALLS_PER_PROCESS) as pool:
+        for n in range(CALLS_PER_PROCESS):
+            kind = kinds[n % len(kinds)]
+            pool.submit(_faulty_call, ledger, f"f{index}-{n}", budget, kind, calls_file)
+        if index % 2:
+            time.sleep(3600)
+    ledger.close()
+
+
+def run_faulty_race(
+    target: str, processes: int, budget: BudgetLimit, calls_dir: str, join_s: float
+) -> list[tuple[int, str]]:
+    """The race with half the processes killed -9 mid-call; the provider calls made."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes)
+    files = [os.path.join(calls_dir, f"calls-{n}.txt") for n in range(processes)]
+    workers = [
+        context.Process(target=_faulty_worker, args=(target, n, budget, barrier, files[n]))
+        for n in range(processes)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers[0::2]:
+        process.join(join_s)
+    time.sleep(1.0)  # the hanging processes made their reservations by now
+    for process in workers[1::2]:
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.join(join_s)
+    assert [p.exitcode for p in workers] == [0 if n % 2 == 0 else -9 for n in range(processes)]
+    calls = []
+    for path in files:
+        if os.path.exists(path):
+            with open(path) as file:
+                calls += [(int(line.split()[0]), line.split()[1]) for line in file if line.strip()]
+    return calls

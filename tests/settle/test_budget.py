@@ -112,21 +112,24 @@ def test_unbudgeted_provider_is_recorded_without_a_check(tmp_path: Path) -> None
         assert ledger.rows_for_request("local")[0]["status"] == "ok"
 
 
-def test_warning_is_logged_once_past_the_warn_share(tmp_path: Path) -> None:
-    """Reaching 80% of a budget logs budget_warning once per provider and period."""
+def test_warning_is_logged_once_when_the_spend_reaches_the_warn_share(tmp_path: Path) -> None:
+    """Spend (not reservations) reaching 80% of a budget logs budget_warning once."""
     budget = BudgetLimit(monthly_micros=10_000, warn_share=0.8)
     with Ledger(tmp_path / "ledger.db") as ledger, capture_events() as logs:
-        ledger.reserve(start("a", "warned_once"), 7000, budget, NOW)
-        assert logs == []
-        ledger.reserve(start("b", "warned_once"), 1000, budget, NOW)
-        ledger.reserve(start("c", "warned_once"), 1000, budget, NOW)
+        rows = [ledger.reserve(start(r, "warned_once"), 3000, budget, NOW) for r in "abc"]
+        assert logs == []  # 90% reserved, nothing spent: no warning
+        for row_id in rows:
+            ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=2700), NOW)
     assert logs == [
         {
             "event": "budget_warning",
             "log_level": "warning",
             "provider": "warned_once",
             "period": "2025-03",
-            "share": 0.8,
+            "share": 0.81,
+            "counts": "spent",
+            "spent_micros": 8100,
+            "reserved_micros": 0,
         }
     ]
 

@@ -402,16 +402,19 @@ def test_zero_and_unbudgeted_reservations_are_never_refused(target: str) -> None
 
 
 def test_reservation_expires_after_its_ttl_and_late_settle_counts_once(target: str) -> None:
-    """A stale reservation is expired by the next one; its late settle records cost only."""
+    """A stale reservation expires billed at its bound; its late settle replaces the bound."""
     with open_ledger(target, reservation_ttl_s=60) as ledger:
         stale = ledger.reserve(start("stale"), 3000, BUDGET, NOW)
         with pytest.raises(BudgetExceededError):
             ledger.reserve(start("early"), 8000, BUDGET, NOW + timedelta(seconds=59))
-        ledger.reserve(start("late"), 8000, BUDGET, NOW + timedelta(seconds=61))
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve(start("late"), 8000, BUDGET, NOW + timedelta(seconds=61))
+        ledger.reserve(start("late"), 7000, BUDGET, NOW + timedelta(seconds=61))
         row = ledger.rows_for_request("stale")[0]
-        assert (row["status"], row["error_type"]) == ("expired", "reservation_expired")
+        assert (row["status"], row["error_type"]) == ("expired_billed", "reservation_expired")
+        assert ledger.budget_state("openai", "2025-03") == (3000, 7000)
         ledger.settle(stale, AttemptOutcome("ok", 70000.0, cost_micros=1500), NOW)
-        assert ledger.budget_state("openai", "2025-03") == (1500, 8000)
+        assert ledger.budget_state("openai", "2025-03") == (1500, 7000)
 
 
 def _reserve_then_crash(target: str) -> None:
@@ -420,8 +423,8 @@ def _reserve_then_crash(target: str) -> None:
     os._exit(1)
 
 
-def test_crashed_process_reservation_is_released(target: str) -> None:
-    """A reservation whose process died is expired and its money released on the next open."""
+def test_crashed_process_reservation_is_billed_at_its_bound(target: str) -> None:
+    """A reservation whose process died is expired as billed on the next open: spent."""
     process = multiprocessing.get_context("spawn").Process(
         target=_reserve_then_crash, args=(target,)
     )
@@ -429,21 +432,21 @@ def test_crashed_process_reservation_is_released(target: str) -> None:
     process.join(60)
     assert process.exitcode == 1
     with open_ledger(target) as ledger:
-        assert ledger.budget_state("openai", "2025-03") == (0, 0)
+        assert ledger.budget_state("openai", "2025-03") == (3000, 0)
         [crashed] = ledger.rows_for_request("crashed")
-        assert (crashed["status"], crashed["error_type"]) == ("expired", "process_died")
+        assert (crashed["status"], crashed["error_type"]) == ("expired_billed", "process_died")
 
 
 def test_warning_once_past_the_warn_share(target: str) -> None:
-    """Reaching 80% of a budget logs budget_warning once per provider and period."""
+    """Spend reaching 80% of a budget logs budget_warning once per provider and period."""
     provider = f"warned_{uuid.uuid4().hex[:8]}"  # the once-only memory is per process
     budget = BudgetLimit(monthly_micros=10_000, warn_share=0.8)
     with open_ledger(target) as ledger, capture_events() as logs:
-        ledger.reserve(start("a", provider), 7000, budget, NOW)
-        ledger.reserve(start("b", provider), 1000, budget, NOW)
-        ledger.reserve(start("c", provider), 1000, budget, NOW)
-    assert [(log["event"], log["period"], log["share"]) for log in logs] == [
-        ("budget_warning", "2025-03", 0.8)
+        rows = [ledger.reserve(start(r, provider), 4000, budget, NOW) for r in "ab"]
+        for row_id in rows:
+            ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=4000), NOW)
+    assert [(log["event"], log["period"], log["share"], log["counts"]) for log in logs] == [
+        ("budget_warning", "2025-03", 0.8, "spent")
     ]
 
 
@@ -562,7 +565,8 @@ def test_processes_opening_a_new_ledger_at_once(pg_url: str) -> None:
     with open_ledger(target) as ledger:  # the processes ended: their reservations expire
         rows = list(ledger.export_rows("2025-03"))
         assert [row["error_type"] for row in rows] == ["process_died"] * 4
-        assert ledger.budget_state("openai", "2025-03") == (0, 0)
+        reserved = sum(int(str(row["reserved_micros"])) for row in rows)
+        assert ledger.budget_state("openai", "2025-03") == (reserved, 0)  # billed at bounds
     assert schema_rows(pg_url, "SELECT count(*) FROM _migrations") == [(len(MIGRATIONS),)]
 
 

@@ -12,10 +12,9 @@ import json
 import sqlite3
 from pathlib import Path
 
-from structlog.testing import capture_logs
-
 from aegis_proxy.decide.request import query_hash, validate_messages
 from tests.conftest import Rig
+from tests.logcapture import capture_events
 
 PROMPT = [{"role": "user", "content": "Call me back at +1 415 555 0132 about the invoice."}]
 
@@ -33,7 +32,7 @@ def _key(path: Path) -> str:
 async def test_stored_query_hash_is_keyed_per_ledger(rig: Rig) -> None:
     """Same messages: one stored hash per ledger, never the plain digest, another elsewhere."""
     paths = [rig.tmp_path / "a.db", rig.tmp_path / "b.db"]
-    with capture_logs() as logs:
+    with capture_events() as logs:
         for path in paths:
             data = rig.config_data()
             data["ledger"]["path"] = str(path)

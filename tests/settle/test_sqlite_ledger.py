@@ -119,6 +119,7 @@ def test_migrations_are_recorded_once(tmp_path: Path) -> None:
             "m003_cache_hit",
             "m004_privacy_audit",
             "m005_ledger_secrets",
+            "m006_unknown_outcomes",
         )
     ]
 
@@ -149,8 +150,8 @@ def test_upgrade_backfills_usage_counters_from_rows(tmp_path: Path) -> None:
     conn.close()
     Ledger(path).close()
     assert raw(path, "SELECT * FROM budget_usage ORDER BY period") == [
-        ("openai", "2025-02", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0),
-        ("openai", "2025-02-03", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0),
+        ("openai", "2025-02", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0, 0),
+        ("openai", "2025-02-03", 700, 0, 1, 0, 0, 10, 20, 0, 0, 0, 0),
     ]
 
 
@@ -264,8 +265,8 @@ def test_invalid_outcome_status_is_rejected(tmp_path: Path) -> None:
             ledger.settle(row_id, AttemptOutcome("pending", 1.0), NOW)
 
 
-def test_crashed_process_reservation_is_released(tmp_path: Path) -> None:
-    """A reservation whose process died is expired and its money released on the next open."""
+def test_crashed_process_reservation_is_billed_at_its_bound(tmp_path: Path) -> None:
+    """A reservation whose process died is expired as billed: its bound counts as spent."""
     path = tmp_path / "ledger.db"
     process = multiprocessing.get_context("spawn").Process(
         target=_reserve_then_crash, args=(str(path),)
@@ -274,30 +275,36 @@ def test_crashed_process_reservation_is_released(tmp_path: Path) -> None:
     process.join(60)
     assert process.exitcode == 1
     with Ledger(path, reservation_ttl_s=60) as ledger:
-        assert ledger.budget_state("openai", "2025-03") == (0, 0)
-        ledger.reserve(start("after"), 10_000, BUDGET, NOW + timedelta(seconds=61))
+        assert ledger.budget_state("openai", "2025-03") == (3000, 0)
+        with pytest.raises(BudgetExceededError):
+            ledger.reserve(start("after"), 10_000, BUDGET, NOW + timedelta(seconds=61))
+        ledger.reserve(start("after"), 7000, BUDGET, NOW + timedelta(seconds=61))
         [crashed] = ledger.rows_for_request("crashed")
-        assert (crashed["status"], crashed["error_type"]) == ("expired", "process_died")
-        assert ledger.budget_state("openai", "2025-03") == (0, 10_000)
+        assert (crashed["status"], crashed["error_type"]) == ("expired_billed", "process_died")
+        assert crashed["cost_micros"] == 3000
+        assert ledger.budget_state("openai", "2025-03") == (3000, 7000)
 
 
-def test_reservation_expires_after_its_ttl(tmp_path: Path) -> None:
-    """A pending reservation past its TTL is expired by the next reservation of its provider."""
+def test_reservation_expires_after_its_ttl_as_billed(tmp_path: Path) -> None:
+    """A pending reservation past its TTL is expired as spent at its bound, never released."""
     with Ledger(tmp_path / "ledger.db", reservation_ttl_s=60) as ledger:
         ledger.reserve(start("stale"), 3000, BUDGET, NOW)
         with pytest.raises(BudgetExceededError):
             ledger.reserve(start("early"), 8000, BUDGET, NOW + timedelta(seconds=59))
-        ledger.reserve(start("late"), 8000, BUDGET, NOW + timedelta(seconds=61))
+        with pytest.raises(BudgetExceededError):  # refused: its transaction, expiry included,
+            ledger.reserve(start("late"), 8000, BUDGET, NOW + timedelta(seconds=61))  # undone
+        ledger.reserve(start("late"), 7000, BUDGET, NOW + timedelta(seconds=61))
         row = ledger.rows_for_request("stale")[0]
-        assert (row["status"], row["error_type"]) == ("expired", "reservation_expired")
-        assert ledger.budget_state("openai", "2025-03") == (0, 8000)
+        assert (row["status"], row["error_type"]) == ("expired_billed", "reservation_expired")
+        assert ledger.budget_state("openai", "2025-03") == (3000, 7000)
 
 
-def test_late_settle_of_expired_row_records_cost_once(tmp_path: Path) -> None:
-    """Settling an expired row records its cost but does not release its money twice."""
+def test_late_settle_of_expired_row_replaces_its_bound(tmp_path: Path) -> None:
+    """Settling a row expired as billed replaces its bound by the real cost, once."""
     with Ledger(tmp_path / "ledger.db", reservation_ttl_s=60) as ledger:
         stale = ledger.reserve(start("stale"), 3000, BUDGET, NOW)
         ledger.reserve(start("late"), 5000, BUDGET, NOW + timedelta(seconds=61))
+        assert ledger.budget_state("openai", "2025-03") == (3000, 5000)
         ledger.settle(stale, AttemptOutcome("ok", 70000.0, cost_micros=2000), NOW)
         assert ledger.rows_for_request("stale")[0]["status"] == "ok"
         assert ledger.budget_state("openai", "2025-03") == (2000, 5000)
@@ -317,26 +324,31 @@ def test_locked_database_is_waited_for(tmp_path: Path) -> None:
         assert [row["id"] for row in ledger.rows_for_request("req-1")] == [row_id]
 
 
-def test_lock_held_past_the_timeout_raises_and_drops_nothing(tmp_path: Path) -> None:
-    """Past the busy timeout reserve and settle raise LedgerError; after it both work."""
+def test_lock_held_past_the_timeout_refuses_reserve_and_queues_settle(tmp_path: Path) -> None:
+    """Past the busy timeout a reserve raises LedgerError; a settle waits in the backlog
+    (its reservation held) and lands once the lock is gone, exactly once."""
     path = tmp_path / "ledger.db"
-    with Ledger(path, busy_timeout_s=0.3) as ledger:
+    with Ledger(path, busy_timeout_s=0.3, retry_interval_s=0.05) as ledger:
         row_id = ledger.reserve(start("held"), 100, BUDGET, NOW)
         thread, _, release = _holder(path)
         began = time.monotonic()
         with pytest.raises(LedgerError) as reserving:
             ledger.reserve(start("blocked"), 100, BUDGET, NOW)
-        with pytest.raises(LedgerError) as settling:
-            ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=100), NOW)
+        ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=100), NOW)
         elapsed = time.monotonic() - began
+        assert ledger.queued_rows == 1
+        assert ledger.rows_for_request("held")[0]["status"] == "pending"
         release.set()
         thread.join()
-        assert (reserving.value.operation, settling.value.operation) == ("reserve", "settle")
+        assert reserving.value.operation == "reserve"
         assert "locked" in reserving.value.problem
         assert 0.6 <= elapsed < 3.0
+        deadline = time.monotonic() + 5
+        while ledger.queued_rows and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert ledger.queued_rows == 0
         assert ledger.rows_for_request("blocked") == []
-        assert ledger.rows_for_request("held")[0]["status"] == "pending"
-        ledger.settle(row_id, AttemptOutcome("ok", 1.0, cost_micros=100), NOW)
+        assert ledger.rows_for_request("held")[0]["status"] == "ok"
         assert ledger.budget_state("openai", "2025-03") == (100, 0)
 
 

@@ -23,8 +23,12 @@ Same rows, migrations, reports and export as the SQLite ``Ledger``; see
   a reservation that returned survives a server crash. Since a provider's month row is
   held until each commit's flush, one provider takes about 1/flush-time reservations and
   settles per second across all hosts (~250/s with this machine's 4 ms flushes).
+- **Unknown outcomes, live reservations** as on SQLite: an expired reservation is spent
+  at its bound ('expired_billed'); a heartbeat renews this ledger's open rows, so only a
+  dead process's rows expire. A settle that meets a row lock past ``busy_timeout_s`` waits
+  in the spool like one that meets an unreachable server: the caller keeps its answer.
 - Dead processes are detected on this host only (pid + PID namespace); a crashed host's
-  reservations are released by their TTL.
+  reservations expire (billed) after their TTL, since nothing renews them.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from psycopg import IsolationLevel
 from aegis_proxy.errors import LedgerError, LedgerUnavailableError
 from aegis_proxy.observe.logs import get_logger
 from aegis_proxy.settle import budget as rules
+from aegis_proxy.settle.heartbeat import Heartbeat
 from aegis_proxy.settle.postgres import queries as q
 from aegis_proxy.settle.postgres import rows
 from aegis_proxy.settle.postgres.availability import Availability, Written
 from aegis_proxy.settle.postgres.migrations import apply_migrations
 from aegis_proxy.settle.postgres.pool import Connection, PostgresPool
-from aegis_proxy.settle.postgres.spool import Entry, Spool
+from aegis_proxy.settle.postgres.spool import Entry, QueuedRow, QueuedSettle, Spool
 from aegis_proxy.settle.records import (
     AttemptOutcome,
     AttemptStart,
@@ -88,6 +93,7 @@ class PostgresLedger:
         if min(reservation_ttl_s, retry_interval_s) <= 0 or busy_timeout_s < 0:
             raise ValueError("reservation_ttl_s, retry_interval_s must be > 0, busy_timeout_s >= 0")
         self.reservation_ttl_s = reservation_ttl_s
+        self.heartbeat = Heartbeat(reservation_ttl_s, self._renew)
         self._db = PostgresPool(
             url, busy_timeout_s=busy_timeout_s, connect_timeout_s=connect_timeout_s,
             max_size=pool_size,
@@ -136,6 +142,7 @@ class PostgresLedger:
         try:
             self._state.close()
         finally:
+            self.heartbeat.stop()
             self._db.close()
 
     def flush(self) -> int:
@@ -148,11 +155,15 @@ class PostgresLedger:
         reserve_micros: int,
         budget: BudgetLimit | None,
         now: datetime | None = None,
+        *,
+        wait: bool = True,
     ) -> int:
         """Insert the attempt's pending row holding ``reserve_micros``; returns its id.
 
-        ``BudgetExceededError`` as on SQLite. With the database away, a reservation that must
-        be checked raises ``LedgerUnavailableError``; any other is queued under a negative id.
+        ``wait`` is accepted for the interface: this ledger always waits (from a worker
+        thread, as ``blocks_event_loop`` asks). ``BudgetExceededError`` as on SQLite. With
+        the database away, a reservation that must be checked raises
+        ``LedgerUnavailableError``; any other is queued under a negative id.
         """
         if reserve_micros < 0:
             raise ValueError("reserve_micros must not be negative")
@@ -164,6 +175,7 @@ class PostgresLedger:
             except LedgerUnavailableError as exc:
                 self._state.went_away(exc)
             else:
+                self.heartbeat.held(row_id)
                 if budget is not None:
                     self._budgets[start.provider] = budget
                     rules.warn_if_near(start.provider, usage, budget, self._warned)
@@ -176,8 +188,16 @@ class PostgresLedger:
         self._state.start_recovery()
         return row_id
 
-    def settle(self, row_id: int, outcome: AttemptOutcome, now: datetime | None = None) -> None:
-        """Record how attempt ``row_id`` ended, once; queued while the database is away."""
+    def settle(
+        self,
+        row_id: int,
+        outcome: AttemptOutcome,
+        now: datetime | None = None,
+        *,
+        wait: bool = True,
+    ) -> None:
+        """Record how attempt ``row_id`` ended, once; queued while the database is away or
+        the row stays locked past ``busy_timeout_s``."""
         check_outcome(outcome)
         self._check_open("settle")
         stamp = iso(utc(now))
@@ -193,7 +213,12 @@ class PostgresLedger:
                 )
             except LedgerUnavailableError as exc:
                 self._state.went_away(exc)
+            except LedgerError as exc:
+                if "stayed locked" not in exc.problem:
+                    raise
+                _log.error("ledger_settle_queued", row_id=row_id, problem=exc.problem)
             else:
+                self.heartbeat.released(row_id)
                 if settled is not None:
                     provider, reserved, usage = settled
                     budget = self._budgets.get(provider)
@@ -288,12 +313,24 @@ class PostgresLedger:
         """Write queued entries in one transaction, each in its own savepoint."""
         return self._db.run("flush", lambda c: [(entry, self._write(c, entry)) for entry in batch])
 
+    def _renew(self, held: list[int], expires_at: float) -> None:
+        """Push the expiry of this ledger's open rows forward (the heartbeat's write)."""
+        if self._state.reachable:
+            self._db.run("renew", lambda c: rows.renew(c, held, expires_at))
+
     def _write(self, conn: Connection, entry: Entry) -> int:
         """Write one entry; one the database refuses (not "unreachable") is logged and dropped."""
         try:
             with conn.transaction():
-                return rows.write_entry(conn, self._host, entry, self._hash_key)
+                row_id = rows.write_entry(conn, self._host, entry, self._hash_key)
+                if isinstance(entry, QueuedSettle):
+                    self.heartbeat.released(row_id)
+                elif isinstance(entry, QueuedRow) and entry.outcome is None:
+                    self.heartbeat.held(row_id)
+                return row_id
         except LedgerError as exc:
+            if "stayed locked" in exc.problem:
+                raise  # the whole batch waits for the next round: never dropped
             _log.error("ledger_queued_entry_refused", entry=repr(entry), problem=exc.problem)
             return 0
 

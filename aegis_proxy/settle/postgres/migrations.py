@@ -162,6 +162,13 @@ def m005_ledger_secrets(conn: Connection) -> None:
     conn.execute(lite.M005_NEW_KEY.replace("?", "%s"), (lite.new_hash_key(),))
 
 
+@migration
+def m006_unknown_outcomes(conn: Connection) -> None:
+    """Count, per provider and period, the attempts a provider billed above their bound."""
+    definition = lite.M006_OVERSHOOTS.replace("INTEGER", "BIGINT")
+    conn.execute(f"ALTER TABLE budget_usage ADD COLUMN IF NOT EXISTS {definition}")
+
+
 _M002_REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,

@@ -24,13 +24,15 @@ def _pg(statement: str) -> str:
 _REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
-    reasoning_tokens, cache_hits)
+    reasoning_tokens, cache_hits, overshoots)
 SELECT provider, bucket, sum(cost_micros),
     sum(CASE WHEN status = 'pending' THEN reserved_micros ELSE 0 END),
     count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'error'),
     count(*) FILTER (WHERE status = 'cancelled'),
     sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(reasoning_tokens),
-    sum(cache_hit)
+    sum(cache_hit),
+    count(*) FILTER (WHERE status IN ('ok', 'error', 'cancelled') AND 0 < reserved_micros
+        AND reserved_micros < cost_micros)
 FROM (
     SELECT period AS bucket, * FROM requests
     UNION ALL
@@ -62,6 +64,7 @@ STALE = _pg(lite.STALE) + " ORDER BY id FOR UPDATE SKIP LOCKED"
 PENDING_PIDS = _pg(lite.PENDING_PIDS)
 PENDING_OF_PID = _pg(lite.PENDING_OF_PID) + " ORDER BY provider, timestamp FOR UPDATE SKIP LOCKED"
 EXPIRE_ROW = _pg(lite.EXPIRE_ROW)
+RENEW = _pg(lite.RENEW)
 FIND_ROW = (  # a queued row flushed twice (its first commit's answer was lost) is one row
     "SELECT id FROM requests WHERE request_id = %s AND attempt = %s AND timestamp = %s"
     " AND provider = %s AND pid = %s AND host = %s"

@@ -81,13 +81,13 @@ def settle_row(
     row = conn.execute(q.SELECT_FOR_SETTLE, (row_id,)).fetchone()
     if row is None:
         raise LedgerError("settle", f"no ledger row {row_id}")
-    provider, started, status, reserved, settled_at = row
+    provider, started, status, reserved, settled_at, prior_cost = row
     if settled_at is not None:
         if replay and settled_at == stamp and status == outcome.status:
             return None
         raise LedgerError("settle", f"ledger row {row_id} is already settled ({status})")
     conn.execute(q.SETTLE_ROW, (*outcome_params(outcome), stamp, row_id))
-    delta = settle_delta(outcome, status, reserved)
+    delta = settle_delta(outcome, status, reserved, prior_cost)
     return provider, reserved, add_usage(conn, provider, started, delta)
 
 
@@ -128,15 +128,20 @@ def add_usage(
 
 
 def expire(conn: Connection, rows: Iterable[tuple[Any, ...]], reason: str) -> int:
-    """Mark pending rows expired and give their reservations back; how many."""
+    """Mark pending rows expired as billed: their reservations become spend; how many."""
     expired = list(rows)
     for row_id, provider, stamp, reserved in expired:
         conn.execute(q.EXPIRE_ROW, (reason, row_id))
-        add_usage(conn, provider, stamp, (0, -reserved))
+        add_usage(conn, provider, stamp, (reserved, -reserved))  # spent at the bound
     if expired:
-        providers = sorted({row[1] for row in expired})
-        rules.warn("reservations_expired", providers=providers, count=len(expired), reason=reason)
+        rules.warn_expired(expired, reason)
     return len(expired)
+
+
+def renew(conn: Connection, rows: list[int], expires_at: float) -> None:
+    """Push the expiry of pending ``rows`` forward (the heartbeat's transaction)."""
+    for row_id in rows:
+        conn.execute(q.RENEW, (expires_at, row_id))
 
 
 def first_id(rows: Iterable[tuple[Any, ...]]) -> int:

@@ -7,7 +7,10 @@ always hold:
   before reading, so a budget check and the reservation it allows cannot interleave with
   another writer's; it commits whole or rolls back whole;
 - a locked database is retried (exponential pause up to 50 ms) until ``busy_timeout_s``,
-  then ``LedgerError`` naming the operation: never a dropped row;
+  then ``LedgerError`` naming the operation: never a dropped row. SQLite's own busy
+  handler is off (timeout 0): every wait is this loop's, so a caller on an event loop can
+  ask for one try without waiting (``wait=False``: ``LedgerBusyError`` at the first lock,
+  and it then retries from a worker thread);
 - one connection per ``SQLiteConnection``, used by one thread at a time; once closed, every
   use raises ``LedgerError``;
 - checkpoints (copying the WAL back into the database file, with its two fsyncs) stay off
@@ -26,7 +29,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aegis_proxy.errors import LedgerError
+from aegis_proxy.errors import LedgerBusyError, LedgerError
 from aegis_proxy.observe.logs import get_logger
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (low byte of extended codes)
+_UNWRITABLE_CODES = frozenset({5, 6, 8, 10, 13, 14})  # + READONLY, IOERR, FULL, CANTOPEN
 AUTOCHECKPOINT_PAGES = 10_000
 """WAL pages after which a COMMIT checkpoints. SQLite's default, 1,000, put a checkpoint's
 fsyncs into ~1 proxy request in 75; this mark (~40 MB of WAL) into ~1 in 500 under load."""
@@ -72,14 +76,41 @@ class SQLiteConnection:
                 self._conn.close()
                 self._conn = None
 
-    def write(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction, retried while locked."""
+    def write(
+        self, operation: str, work: Callable[[sqlite3.Connection], T], *, wait: bool = True
+    ) -> T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction, retried while locked.
+
+        ``wait=False``: one try, ``LedgerBusyError`` at once if the file or the connection
+        is busy (for an event loop, which then retries from a worker thread).
+        """
         if self.read_only:
             raise LedgerError(operation, f"{self.path} is open read-only")
+        if not wait:
+            return self._write_now(operation, work)
         deadline = time.monotonic() + self.busy_timeout_s
         conn = self._acquire(operation, deadline)
         try:
             result = self._retry(operation, deadline, lambda: _transaction(conn, work))
+            self._checkpointer.committed()
+            return result
+        finally:
+            self._lock.release()
+
+    def _write_now(self, operation: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._lock.acquire(blocking=False):
+            raise LedgerBusyError(operation, f"{self.path}: in use by another thread")
+        try:
+            if self._conn is None:
+                raise LedgerError(operation, f"ledger {self.path} is closed")
+            try:
+                result = _transaction(self._conn, work)
+            except sqlite3.OperationalError as exc:
+                if is_busy(exc):
+                    raise LedgerBusyError(operation, self._problem(exc)) from exc
+                raise LedgerError(operation, self._problem(exc)) from exc
+            except sqlite3.Error as exc:
+                raise LedgerError(operation, f"{self.path}: {exc}") from exc
             self._checkpointer.committed()
             return result
         finally:
@@ -110,7 +141,7 @@ class SQLiteConnection:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self.path,
-                timeout=self.busy_timeout_s,
+                timeout=0,  # no busy wait inside SQLite: ``_retry`` waits, where it may
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -245,6 +276,19 @@ def is_busy(exc: sqlite3.Error) -> bool:
     if isinstance(code, int):
         return code & 0xFF in _BUSY_CODES
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def unwritable(exc: LedgerError) -> bool:
+    """Whether a failed write may succeed later unchanged: a lock held too long (by another
+    thread or process), a full disk, a read-only or failing file. Such a settle waits."""
+    cause = exc.__cause__
+    if cause is None:
+        return "busy in this process" in exc.problem
+    code = getattr(cause, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _UNWRITABLE_CODES
+    text = str(cause)
+    return any(word in text for word in ("locked", "busy", "full", "readonly", "disk I/O"))
 
 
 def _enable_wal(conn: sqlite3.Connection) -> str:

@@ -8,13 +8,31 @@ for many hosts, and ``aegis_proxy.settle.open.open_ledger`` picks one. What must
 hold, on either backend:
 
 - after a reservation, spent + reserved <= limit for the provider's month (UTC) and, when
-  set, day; a settle replaces the reservation with the real cost (the proxy reserves an
-  upper bound, so the cost is never more);
+  set, day; a settle replaces the reservation with the real cost;
 - each attempt is exactly one row: ``reserve`` inserts it 'pending', ``settle`` finishes it
-  once as 'ok', 'error' or 'cancelled'; a reservation a crashed process left pending
-  becomes 'expired' and its money is released; a late settle still records the cost;
-- ``budget_usage`` moves in the same transaction as the row it reflects;
-- nothing is dropped silently: a locked database is waited for, then ``LedgerError``;
+  once as 'ok', 'error' or 'cancelled' (a replay of the same settle changes nothing);
+- **an unknown outcome is billed at its bound.** A pending row whose process died or whose
+  TTL passed may have reached its provider, which bills it: it becomes 'expired_billed'
+  and its reservation is *spent*, never given back. A late settle replaces that bound
+  with the real cost. Only the proxy knows an attempt never left (refused before send,
+  connection refused): it settles those itself at $0, which releases them;
+- **a reservation lives as long as its call**, by a heartbeat (``settle.heartbeat``):
+  every ``reservation_ttl_s / 3`` a thread of the live ledger pushes the expiry of its
+  open rows forward. Why a heartbeat rather than a TTL derived from each attempt's
+  deadline: a stream has no end-to-end limit unless a deadline is set (its timeout is per
+  chunk), a settle may wait in the backlog for as long as the file stays locked, and a
+  deadline-derived TTL would make ``deadline_s`` mandatory for every budgeted provider;
+  the heartbeat costs one write per ledger per beat (not per call), and a dead process
+  stops renewing, so its rows expire (billed) within one TTL (at once on its own host);
+- **the paid answer reaches the caller.** A settle the file cannot take now (locked past
+  ``busy_timeout_s``, disk full, read-only) waits in a bounded in-memory ``Backlog``
+  written by a thread once the file accepts writes (``queued_rows``; logged loudly); its
+  reservation stays held meanwhile. ``close`` writes it or raises naming the count;
+- ``wait=False`` makes one try and raises ``LedgerBusyError`` at the first lock: the event
+  loop never waits on a lock (the proxy then retries from a worker thread);
+- ``budget_usage`` moves in the same transaction as the row it reflects; a cost above the
+  reservation (a provider whose usage lies) is recorded as billed, logged
+  (``cost_exceeded_reservation``) and counted (``overshoots``);
 - no prompt, response or key is ever written here: the row keeps only a query hash, keyed
   with the file's own secret (``ledger_secrets``, m005; see ``settle.records``), which is
   never logged.
@@ -33,6 +51,7 @@ from typing import TYPE_CHECKING
 
 from aegis_proxy.errors import LedgerError
 from aegis_proxy.settle import budget as rules
+from aegis_proxy.settle.heartbeat import Heartbeat
 from aegis_proxy.settle.records import (
     AttemptOutcome,
     AttemptStart,
@@ -50,7 +69,8 @@ from aegis_proxy.settle.records import (
     utc,
 )
 from aegis_proxy.settle.sqlite import queries as sql
-from aegis_proxy.settle.sqlite.connection import SQLiteConnection
+from aegis_proxy.settle.sqlite.backlog import Backlog
+from aegis_proxy.settle.sqlite.connection import SQLiteConnection, unwritable
 from aegis_proxy.settle.sqlite.migrations import MIGRATIONS, apply_migrations
 from aegis_proxy.settle.sqlite.queries import HASH_KEY_QUERY, hash_key_of, rebuild_usage
 from aegis_proxy.settle.summary import ProviderMonth, UsageRow, check_month, summarize
@@ -66,10 +86,8 @@ _PID_SWEEP_INTERVAL_S = 60.0
 class Ledger:
     """The SQLite ledger: one connection to the ledger file, safe to share between threads."""
 
-    queued_rows = 0
-    """Rows waiting in memory: always 0 here (a locked file is waited for, then an error)."""
     blocks_event_loop = False
-    """A local file write (~40 µs): cheaper inline than a hop to a thread."""
+    """A local file write (~40 µs): cheaper inline (``wait=False``) than a hop to a thread."""
 
     def __init__(
         self,
@@ -78,12 +96,18 @@ class Ledger:
         reservation_ttl_s: float = 900.0,
         busy_timeout_s: float = 10.0,
         read_only: bool = False,
+        max_queued_rows: int = 10_000,
+        retry_interval_s: float = 0.25,
+        close_timeout_s: float = 10.0,
     ) -> None:
         if reservation_ttl_s <= 0 or busy_timeout_s < 0:
             raise ValueError("reservation_ttl_s must be > 0 and busy_timeout_s >= 0")
         self.path = Path(path)
         self.reservation_ttl_s = reservation_ttl_s
         self.busy_timeout_s = busy_timeout_s
+        self.close_timeout_s = close_timeout_s
+        self.heartbeat = Heartbeat(reservation_ttl_s, self._renew)
+        self._backlog = Backlog(self._write_settle, max_queued_rows, retry_interval_s)
         self._host = host_identity()
         self._warned = rules.WarnedPeriods()
         self._budgets: dict[str, BudgetLimit] = {}
@@ -99,9 +123,22 @@ class Ledger:
             self.close()
             raise
 
+    @property
+    def queued_rows(self) -> int:
+        """Settles waiting in memory for the file to accept writes (a gauge for metrics)."""
+        return len(self._backlog)
+
     def close(self) -> None:
-        """Close the connection; the ledger cannot be used afterwards."""
-        self._db.close()
+        """Write the backlog, then close; ``LedgerError`` naming how many settles remain."""
+        try:
+            self._backlog.close(self.close_timeout_s)
+        finally:
+            self.heartbeat.stop()
+            self._db.close()
+
+    def flush(self) -> int:
+        """Write the backlog now; how many settles. ``LedgerError`` if the file still refuses."""
+        return self._backlog.flush()
 
     def __enter__(self) -> Ledger:
         return self
@@ -115,11 +152,14 @@ class Ledger:
         reserve_micros: int,
         budget: BudgetLimit | None,
         now: datetime | None = None,
+        *,
+        wait: bool = True,
     ) -> int:
         """Insert the attempt's pending row holding ``reserve_micros``; returns its id.
 
         Raises ``BudgetExceededError`` (and records nothing) when the reservation would pass
-        the month's or the day's limit. A $0 reservation is never refused.
+        the month's or the day's limit. A $0 reservation is never refused. ``wait=False``:
+        ``LedgerBusyError`` instead of waiting for a lock.
         """
         if reserve_micros < 0:
             raise ValueError("reserve_micros must not be negative")
@@ -138,31 +178,57 @@ class Ledger:
             usage = _add_usage(conn, start.provider, stamp, (0, reserve_micros))
             return int(row_id or 0), usage
 
-        row_id, usage = self._db.write("reserve", work)
+        row_id, usage = self._db.write("reserve", work, wait=wait)
+        self.heartbeat.held(row_id)
         if budget is not None:
             self._budgets[start.provider] = budget
             rules.warn_if_near(start.provider, usage, budget, self._warned)
         return row_id
 
-    def settle(self, row_id: int, outcome: AttemptOutcome, now: datetime | None = None) -> None:
-        """Record how attempt ``row_id`` ended and turn its reservation into its cost, once."""
+    def settle(
+        self,
+        row_id: int,
+        outcome: AttemptOutcome,
+        now: datetime | None = None,
+        *,
+        wait: bool = True,
+    ) -> None:
+        """Record how attempt ``row_id`` ended and turn its reservation into its cost, once.
+
+        A settle the file cannot take now waits in the backlog (its reservation held);
+        ``wait=False``: ``LedgerBusyError`` at the first lock instead of waiting.
+        """
         check_outcome(outcome)
         stamp = iso(utc(now))
+        try:
+            self._write_settle(row_id, outcome, stamp, wait=wait)
+        except LedgerError as exc:
+            if not wait or not unwritable(exc):
+                raise
+            self._backlog.add(row_id, outcome, stamp, exc.problem)
 
-        def work(conn: sqlite3.Connection) -> tuple[str, int, list[UsageRow]]:
+    def _write_settle(
+        self, row_id: int, outcome: AttemptOutcome, stamp: str, *, wait: bool = True
+    ) -> None:
+        def work(conn: sqlite3.Connection) -> tuple[str, int, list[UsageRow]] | None:
             row = conn.execute(sql.SELECT_FOR_SETTLE, (row_id,)).fetchone()
             if row is None:
                 raise LedgerError("settle", f"no ledger row {row_id}")
-            provider, started, status, reserved, settled_at = row
+            provider, started, status, reserved, settled_at, prior_cost = row
             if settled_at is not None:
+                if settled_at == stamp and status == outcome.status:
+                    return None  # a replay from the backlog: it landed already
                 raise LedgerError("settle", f"ledger row {row_id} is already settled ({status})")
             conn.execute(sql.SETTLE_ROW, (*outcome_params(outcome), stamp, row_id))
-            delta = settle_delta(outcome, status, reserved)
+            delta = settle_delta(outcome, status, reserved, prior_cost)
             return provider, reserved, _add_usage(conn, provider, started, delta)
 
-        provider, reserved, usage = self._db.write("settle", work)
-        budget = self._budgets.get(provider)
-        rules.after_settle(budget, provider, row_id, reserved, outcome, usage, self._warned)
+        settled = self._db.write("settle", work, wait=wait)
+        self.heartbeat.released(row_id)
+        if settled is not None:
+            provider, reserved, usage = settled
+            budget = self._budgets.get(provider)
+            rules.after_settle(budget, provider, row_id, reserved, outcome, usage, self._warned)
 
     def budget_state(self, provider: str, period: str) -> tuple[int, int]:
         """(spent_micros, reserved_micros) of ``provider`` in a 'YYYY-MM' or 'YYYY-MM-DD'."""
@@ -234,6 +300,11 @@ class Ledger:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _renew(self, rows: list[int], expires_at: float) -> None:
+        """Push the expiry of this ledger's open rows forward (the heartbeat's write)."""
+        params = [(expires_at, row_id) for row_id in rows]
+        self._db.write("renew", lambda c: c.executemany(sql.RENEW, params))
+
     def _migrate_and_sweep(self, conn: sqlite3.Connection) -> None:
         apply_migrations(conn, iso(utc(None)))
         self._hash_key = hash_key_of(conn.execute(HASH_KEY_QUERY).fetchall())
@@ -288,10 +359,9 @@ def _expire(
     expired = list(rows)
     for row_id, provider, stamp, reserved in expired:
         conn.execute(sql.EXPIRE_ROW, (reason, row_id))
-        _add_usage(conn, provider, stamp, (0, -reserved))
+        _add_usage(conn, provider, stamp, (reserved, -reserved))  # spent at the bound
     if expired:
-        providers = sorted({row[1] for row in expired})
-        rules.warn("reservations_expired", providers=providers, count=len(expired), reason=reason)
+        rules.warn_expired(expired, reason)
 
 
 def _dict_rows(conn: sqlite3.Connection, query: str, *params: object) -> list[dict[str, object]]:

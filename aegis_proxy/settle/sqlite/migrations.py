@@ -35,8 +35,8 @@ M002_COUNTERS = (
     "cached_input_tokens",
     "reasoning_tokens",
 )
-USAGE_COUNTERS = (*M002_COUNTERS, "cache_hits")
-"""Counter columns of ``budget_usage`` (m002, m003), in the order ``Ledger`` writes them."""
+USAGE_COUNTERS = (*M002_COUNTERS, "cache_hits", "overshoots")
+"""Counter columns of ``budget_usage`` (m002, m003, m006), in the order ``Ledger`` writes them."""
 
 
 def migration(function: Migration) -> Migration:
@@ -210,6 +210,20 @@ M005_NEW_KEY = (
 def new_hash_key() -> str:
     """A fresh 256-bit key, as hex text (the same column type on both backends)."""
     return secrets.token_bytes(32).hex()
+
+
+@migration
+def m006_unknown_outcomes(conn: sqlite3.Connection) -> None:
+    """Count, per provider and period, the attempts a provider billed above their bound.
+
+    Reservations that expire are from now on spent at their bound (status
+    ``expired_billed``, ``cost_micros`` = ``reserved_micros``); that needs no column. Rows
+    from before this migration were not counted: the counter starts at 0, no rebuild.
+    """
+    _add_column(conn, "budget_usage", M006_OVERSHOOTS)
+
+
+M006_OVERSHOOTS = "overshoots INTEGER NOT NULL DEFAULT 0"
 
 
 def _add_column(conn: sqlite3.Connection, table: str, definition: str) -> None:

@@ -17,12 +17,14 @@ from aegis_proxy.errors import LedgerError
 _REBUILD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
-    reasoning_tokens, cache_hits)
+    reasoning_tokens, cache_hits, overshoots)
 SELECT provider, bucket, sum(cost_micros),
     sum(CASE WHEN status = 'pending' THEN reserved_micros ELSE 0 END),
     sum(status = 'ok'), sum(status = 'error'), sum(status = 'cancelled'),
     sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(reasoning_tokens),
-    sum(cache_hit)
+    sum(cache_hit),
+    sum(status IN ('ok', 'error', 'cancelled') AND 0 < reserved_micros
+        AND reserved_micros < cost_micros)
 FROM (
     SELECT period AS bucket, * FROM requests
     UNION ALL
@@ -31,13 +33,13 @@ FROM (
 GROUP BY provider, bucket
 """
 
-USAGE_WIDTH = 10
+USAGE_WIDTH = 11
 """Deltas ``ADD_USAGE`` takes per period: spent, reserved, then ``USAGE_COUNTERS``."""
 ADD_USAGE = """
 INSERT INTO budget_usage (provider, period, spent_micros, reserved_micros, ok_count,
     error_count, cancelled_count, input_tokens, output_tokens, cached_input_tokens,
-    reasoning_tokens, cache_hits)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    reasoning_tokens, cache_hits, overshoots)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (provider, period) DO UPDATE SET
     spent_micros = spent_micros + excluded.spent_micros,
     reserved_micros = reserved_micros + excluded.reserved_micros,
@@ -48,7 +50,8 @@ ON CONFLICT (provider, period) DO UPDATE SET
     output_tokens = output_tokens + excluded.output_tokens,
     cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-    cache_hits = cache_hits + excluded.cache_hits
+    cache_hits = cache_hits + excluded.cache_hits,
+    overshoots = overshoots + excluded.overshoots
 RETURNING period, spent_micros, reserved_micros
 """
 INSERT_ROW = (
@@ -79,7 +82,8 @@ PII_LEFT_LOCAL_UNREDACTED = (  # the audit's proof: this query must return no ro
     " WHERE contains_pii = 1 AND redacted = 0 AND provider_local = 0"
 )
 SELECT_FOR_SETTLE = (
-    "SELECT provider, timestamp, status, reserved_micros, settled_at FROM requests WHERE id = ?"
+    "SELECT provider, timestamp, status, reserved_micros, settled_at, cost_micros"
+    " FROM requests WHERE id = ?"
 )
 SETTLE_ROW = (
     "UPDATE requests SET status = ?, error_type = ?, input_tokens = ?, output_tokens = ?,"
@@ -98,15 +102,20 @@ PENDING_OF_PID = (
     "SELECT id, provider, timestamp, reserved_micros FROM requests"
     " WHERE status = 'pending' AND host = ? AND pid = ?"
 )
-EXPIRE_ROW = "UPDATE requests SET status = 'expired', error_type = ? WHERE id = ?"
+EXPIRE_ROW = (  # the outcome is unknown: the provider may have billed it, so it is spent
+    "UPDATE requests SET status = 'expired_billed', error_type = ?,"
+    " cost_micros = reserved_micros WHERE id = ?"
+)
+RENEW = "UPDATE requests SET expires_at = ? WHERE id = ? AND status = 'pending'"
 SUMMARY_USAGE = (
     "SELECT provider, spent_micros, reserved_micros, ok_count, error_count, cancelled_count,"
-    " input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cache_hits"
-    " FROM budget_usage WHERE period = ?"
+    " input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, cache_hits,"
+    " overshoots FROM budget_usage WHERE period = ?"
 )
 SUMMARY_OPEN = (  # few rows are pending or expired: never scan the month through its index
     "SELECT provider, status, count(*) FROM requests INDEXED BY requests_status_expires"
-    " WHERE status IN ('pending', 'expired') AND period = ? GROUP BY provider, status"
+    " WHERE status IN ('pending', 'expired', 'expired_billed') AND period = ?"
+    " GROUP BY provider, status"
 )
 EXPORT = "SELECT * FROM requests WHERE period = ? ORDER BY id"
 BY_REQUEST = "SELECT * FROM requests WHERE request_id = ? ORDER BY attempt, id"
