@@ -6,7 +6,14 @@ budget in the ledger, call it, and settle its ledger row. What must always hold:
 - privacy: a request whose plan is ``local_only`` never reaches a provider without
   ``local: true``, fallbacks and retries included;
 - budget: a budgeted provider is called only after the ledger reserved an upper bound of
-  the attempt's cost; a refused (or uncheckable) reservation moves on to the next provider;
+  the attempt's cost; a refused (or uncheckable) reservation moves on to the next provider,
+  and so does a request whose cost cannot be bounded (``decide.payload.unbounded_reason``);
+- egress: each attempt sends a fresh copy of the checked payload, with the payload itself
+  handed to the egress guard (``call.egress``) of a non-local provider around the SDK
+  call; a body the guard stops (``EgressBlockedError``) ends the request: its row settles
+  at cost 0 as ``egress_blocked``;
+- health: a request's own fault (HTTP 400/413/422, the SDK refusing it locally, a body the
+  guard stopped) never counts against a provider's circuit breaker;
 - ledger: every attempt that reaches a provider is one row, settled exactly once with its
   outcome (ok, error, cancelled), whatever happens, also when the request is cancelled while
   its reservation is being written; a ledger that waits on the network
@@ -28,9 +35,12 @@ import structlog
 
 from aegis_proxy import errors
 from aegis_proxy.call.cache import ResponseCache, cache_ttl, cached_answer, store_answer
+from aegis_proxy.call.egress import EXPECTED, Expected
 from aegis_proxy.call.resilience import should_retry
 from aegis_proxy.call.streaming import AegisStream, open_first_chunk
 from aegis_proxy.classify.redaction import ChunkRestorer, restore_message
+from aegis_proxy.decide.params import provider_refuses
+from aegis_proxy.decide.payload import unbounded_reason
 from aegis_proxy.decide.record import Attempt, Outcome
 from aegis_proxy.job import CacheHit, Call, Job, outcome_of, record_success, response_text
 from aegis_proxy.observe.events import AttemptEvent, Observer, RequestEvent, emit
@@ -54,6 +64,9 @@ log = structlog.get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")
+EGRESS_BLOCKED = "egress_blocked"
+REQUEST_FAULTS = frozenset({"invalid_request", EGRESS_BLOCKED})
+"""Error types of an attempt that are the request's fault: no circuit breaker counts them."""
 
 
 class AttemptLoop:
@@ -98,6 +111,10 @@ class AttemptLoop:
                     break
                 try:
                     result = await attempt(job, call)
+                except errors.EgressBlockedError as blocked:
+                    await self._asettle(job, call, Finished("error", error_type=EGRESS_BLOCKED))
+                    self._request_finished(job, "EgressBlockedError")
+                    raise blocked from None
                 except (errors.ProviderCallError, TimeoutError) as exc:
                     error = await self._failed(job, call, exc)
                     if not await self._backoff(job, retry, error):
@@ -127,9 +144,15 @@ class AttemptLoop:
     async def _complete(self, job: Job, call: Call) -> ChatCompletion:
         if isinstance(call, CacheHit) and call.answer is not None:
             return call.answer
-        params = job.sent_params(call.client.config)
-        async with asyncio.timeout(call.timeout):
-            return await call.client.complete(call.model, job.plan.messages, params)
+        messages, params = job.outbound(call.client.config)
+        expected = job.expected(call.client.name, call.model)
+        token = EXPECTED.set(expected)
+        try:
+            async with asyncio.timeout(call.timeout):
+                return await call.client.complete(call.model, messages, params)
+        finally:
+            EXPECTED.reset(token)
+            _check_blocked(expected)
 
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
@@ -144,8 +167,14 @@ class AttemptLoop:
         return response
 
     async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
-        params = job.sent_params(call.client.config)
-        return await open_first_chunk(call, job.plan.messages, params, call.timeout)
+        messages, params = job.outbound(call.client.config)
+        expected = job.expected(call.client.name, call.model)
+        token = EXPECTED.set(expected)
+        try:
+            return await open_first_chunk(call, messages, params, call.timeout)
+        finally:
+            EXPECTED.reset(token)
+            _check_blocked(expected)
 
     async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
         async def settle(finished: Finished) -> None:
@@ -207,6 +236,11 @@ class AttemptLoop:
             return "request has images and the provider is not declared vision: true"
         if dropped := client.cannot_serve(job.plan.messages, job.params):
             return dropped
+        if refused := provider_refuses(job.params, client.config.allow_params):
+            return refused
+        if client.config.budgeted or job.plan.route.max_cost_micros is not None:
+            if unbounded := unbounded_reason(job.plan.messages, job.params):
+                return f"cost bound cannot be computed: {unbounded}"
         if job.remaining() == 0:
             return "request deadline passed"
         try:
@@ -269,6 +303,8 @@ class AttemptLoop:
             else:
                 call.breaker.record_success()
             record_success(job.record, call, outcome)
+        elif status == "error" and outcome.error_type in REQUEST_FAULTS:
+            call.breaker.release_probe()  # the request's fault says nothing of the provider
         elif status == "error":
             call.breaker.record_failure()
         attempt = Attempt(
@@ -311,6 +347,13 @@ class AttemptLoop:
         if self.observers:
             event = RequestEvent(job.record, job.started_at, time.time(), job.stream, error)
             emit(self.observers, "request_finished", event)
+
+
+def _check_blocked(expected: Expected | None) -> None:
+    """Raise the guard's refusal if the SDK swallowed or replaced it (it must not be lost)."""
+    if expected is not None and expected.blocked is not None:
+        blocked, expected.blocked = expected.blocked, None
+        raise blocked
 
 
 def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> None:

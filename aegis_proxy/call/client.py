@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import importlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy import errors
+from aegis_proxy.call.egress import install_guard
+from aegis_proxy.decide.params import CHAT_PARAMS
+from aegis_proxy.decide.payload import has_binary
 
 if TYPE_CHECKING:
     import ssl
@@ -49,12 +54,12 @@ _CLASS_MAP: dict[str, type[errors.ProviderCallError]] = {
     "UnsupportedProviderError": errors.ProviderUnavailableError,
     "ModelNotFoundError": errors.ModelNotFoundError,
     "ProviderFileNotFoundError": errors.ProviderRejectedError,
-    "InvalidRequestError": errors.ProviderRejectedError,
-    "ContextLengthExceededError": errors.ProviderRejectedError,
+    "InvalidRequestError": errors.RequestRejectedError,
+    "ContextLengthExceededError": errors.RequestRejectedError,
     "ContentFilterError": errors.ProviderRejectedError,
     "ContentFilterFinishReasonError": errors.ProviderRejectedError,
     "LengthFinishReasonError": errors.ProviderRejectedError,
-    "UnsupportedParameterError": errors.ProviderRejectedError,
+    "UnsupportedParameterError": errors.RequestRejectedError,
     "InsufficientFundsError": errors.ProviderAuthError,
     "BatchNotCompleteError": errors.ProviderServerError,
     "UpstreamProviderError": errors.ProviderServerError,
@@ -62,33 +67,73 @@ _CLASS_MAP: dict[str, type[errors.ProviderCallError]] = {
     "ProviderError": errors.ProviderServerError,
     "AnyLLMError": errors.ProviderServerError,
 }
-"""Every ``any_llm.exceptions`` class, by name, onto ours (a test checks none is missing)."""
+"""Every ``any_llm.exceptions`` class onto ours (a test checks none is missing); matched
+with ``isinstance``, most specific class first (``_sdk_classes``)."""
+_REQUEST_FAULTS = (400, 413, 422)
+"""HTTP statuses that say the request itself is invalid (the provider is fine)."""
 
-_CONNECTION_NAMES = ("ConnectError", "ReadError", "RemoteProtocolError", "APIConnectionError")
-_TIMEOUT_NAMES = ("TimeoutException", "ReadTimeout", "ConnectTimeout", "APITimeoutError")
+
+@functools.cache
+def _sdk_classes() -> tuple[tuple[type[BaseException], type[errors.ProviderCallError]], ...]:
+    """``_CLASS_MAP`` with any-llm's classes loaded (lazily), subclasses before their bases."""
+    import any_llm.exceptions as sdk
+
+    pairs = [
+        (cls, target)
+        for name, target in _CLASS_MAP.items()
+        if isinstance(cls := getattr(sdk, name, None), type) and issubclass(cls, BaseException)
+    ]
+    return tuple(sorted(pairs, key=lambda pair: -len(pair[0].__mro__)))
+
+
+@functools.cache
+def _transport_classes() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(timeouts, connection failures) of httpx, its fork httpx2 (the OpenAI SDK's) and the
+    OpenAI SDK, each loaded lazily when installed."""
+    timeouts: list[type[BaseException]] = [TimeoutError]
+    connections: list[type[BaseException]] = []
+    for name in ("httpx", "httpx2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(module.TimeoutException)
+        connections += [module.NetworkError, module.RemoteProtocolError]
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - the openai extra is absent
+        pass
+    else:
+        timeouts.append(openai.APITimeoutError)
+        connections.append(openai.APIConnectionError)
+    return tuple(timeouts), tuple(connections)
 
 
 def map_error(provider: str, exc: BaseException) -> errors.ProviderCallError:
     """Translate one SDK/transport exception into our hierarchy (no message text kept)."""
     if isinstance(exc, errors.ProviderCallError):
         return exc
-    names = [cls.__name__ for cls in type(exc).__mro__]
+    timeouts, connections = _transport_classes()
     status = _status_of(exc)
-    if isinstance(exc, TimeoutError) or any(n in _TIMEOUT_NAMES for n in names):
+    if isinstance(exc, timeouts):
         return errors.ProviderTimeoutError(provider, "timed out", status)
-    if any(n in _CONNECTION_NAMES for n in names) or _caused_by_connection(exc):
+    if isinstance(exc, connections) or _caused_by_connection(exc, connections):
         return errors.ProviderConnectionError(provider, "connection failed", status)
+    if isinstance(exc, TypeError):  # the SDK refused a parameter before sending anything
+        return errors.RequestRejectedError(provider, "the SDK refused the request locally")
     if status is not None and status >= 500:
         return errors.ProviderServerError(provider, "server error", status)
-    if status == 429 or "RateLimitError" in names:
+    mapped = next((target for cls, target in _sdk_classes() if isinstance(exc, cls)), None)
+    if status == 429 or mapped is errors.RateLimitedError:
         retry = _retry_after(getattr(exc, "retry_after", None))
         return errors.RateLimitedError(provider, "rate limited", status or 429, retry)
-    if status == 404 and "ModelNotFoundError" not in names:
+    if status == 404 and mapped is not errors.ModelNotFoundError:
         return errors.ModelNotFoundError(provider, "not found", status)
     if status in (401, 403):
         return errors.ProviderAuthError(provider, "authentication failed", status)
-    target = next((_CLASS_MAP[n] for n in names if n in _CLASS_MAP), errors.ProviderServerError)
-    return target(provider, _problem(names[0]), status)
+    if status in _REQUEST_FAULTS:
+        return errors.RequestRejectedError(provider, "invalid request", status)
+    return (mapped or errors.ProviderServerError)(provider, _problem(type(exc).__name__), status)
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -98,12 +143,25 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) and status > 0 else None
 
 
-def _caused_by_connection(exc: BaseException) -> bool:
+def _caused_by_connection(exc: BaseException, connections: tuple[type[BaseException], ...]) -> bool:
     inner = getattr(exc, "original_exception", None) or exc.__cause__
     if inner is None or inner is exc:
         return isinstance(exc, ConnectionError)
-    names = [cls.__name__ for cls in type(inner).__mro__]
-    return isinstance(inner, ConnectionError) or any(n in _CONNECTION_NAMES for n in names)
+    return isinstance(inner, (ConnectionError, *connections))
+
+
+def _blocked_in(exc: BaseException) -> errors.EgressBlockedError | None:
+    """The egress guard's refusal, however the SDK wrapped it (at most 16 causes deep)."""
+    current: BaseException | None = exc
+    for _ in range(16):
+        if current is None or isinstance(current, errors.EgressBlockedError):
+            return current
+        inner = getattr(current, "original_exception", None)
+        if isinstance(inner, BaseException) and inner is not current:
+            current = inner
+        else:
+            current = current.__cause__ or current.__context__
+    return None
 
 
 def _retry_after(value: object) -> float | None:
@@ -125,6 +183,9 @@ def map_sdk_errors(provider: str) -> Iterator[None]:
     except (errors.AegisError, asyncio.CancelledError, GeneratorExit, StopAsyncIteration):
         raise
     except Exception as exc:
+        blocked = _blocked_in(exc)
+        if blocked is not None:
+            raise blocked from None
         raise map_error(provider, exc) from exc
 
 
@@ -194,6 +255,8 @@ class ProviderClient:
             return "the ollama SDK drops http(s) image URLs: send images as data: URLs"
         if self.config.sdk != "ollama":
             return None
+        if has_binary(messages):
+            return "the ollama SDK drops file, audio and unknown content parts"
         for name, honoured in _OLLAMA_HONOURS.items():
             if name in params and params[name] not in honoured:
                 return f"the ollama SDK cannot honour {name}={params[name]!r}"
@@ -219,6 +282,8 @@ class ProviderClient:
             if self._ssl_context is None:
                 self._ssl_context = _ssl_context()
             client, shareable = _create_client(self.config, self._ssl_context)
+            if not self.config.local:  # every byte bound for a cloud passes our last check
+                install_guard(client, self.name)
         if not shareable:
             self._max_shards = 1
         shard = _Shard(client)
@@ -243,7 +308,7 @@ class ProviderClient:
         try:
             with map_sdk_errors(self.name):
                 response: ChatCompletion = await shard.client.acompletion(
-                    model=model, messages=messages, **params
+                    model=model, messages=messages, **self._sdk_params(params)
                 )
         finally:
             shard.in_flight -= 1
@@ -263,11 +328,23 @@ class ProviderClient:
         try:
             with map_sdk_errors(self.name):
                 stream: AsyncIterator[ChatCompletionChunk] = await shard.client.acompletion(
-                    model=model, messages=messages, stream=True, **params
+                    model=model, messages=messages, stream=True, **self._sdk_params(params)
                 )
         finally:
             shard.in_flight -= 1
         return stream
+
+    def _sdk_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for the SDK: a provider's own parameters (``allow_params``)
+        travel in the OpenAI SDK's ``extra_body`` (its ``create`` takes no others); the
+        ollama SDK passes unknown ones on as model options by itself."""
+        if self.config.sdk == "ollama":
+            return params
+        own = {name: value for name, value in params.items() if name not in CHAT_PARAMS}
+        if not own:
+            return params
+        sent = {name: value for name, value in params.items() if name in CHAT_PARAMS}
+        return {**sent, "extra_body": own}
 
     async def next_chunk(self, stream: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk:
         """The next chunk of a stream; ``StopAsyncIteration`` at its end."""

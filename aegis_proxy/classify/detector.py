@@ -10,7 +10,8 @@ What must always hold:
 - every string reachable from a message is scanned (``pii_walk``): content strings and
   parts, tool results, tool-call arguments, names, legacy ``function_call``, unknown
   keys; JSON text also through its decoded values, URLs also percent-decoded, HTML
-  entities unescaped; only the base64 payload of a ``data:`` URL is skipped;
+  entities unescaped; only the base64 payload of a genuine ``data:`` URL where an image
+  or a file travels is skipped (``walk``);
 - look-alike digits, full-width forms and invisible characters cannot hide a value: text
   is folded first (``pii_fold``), and every ``PiiMatch`` offset refers to the original;
 - structured values count only when they validate (Luhn, mod-97, SSA rules, ipaddress,
@@ -49,7 +50,6 @@ from aegis_proxy.classify.walk import (
     SKIPPED_KEYS,
     decoded_views,
     iter_strings,
-    without_base64_payload,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +66,9 @@ DETECTION_FAILED = "DETECTION_FAILED"
 """Counted when the detector itself fails: the request is then treated as personal data."""
 IMAGE = "IMAGE"
 """An image part: unscannable, so personal data unless ``privacy.images: allow_cloud``."""
-UNREDACTABLE = frozenset({IMAGE, DETECTION_FAILED})
+BINARY = "BINARY_PART"
+"""A file, audio or unknown part: personal data unless ``privacy.binary_parts: allow_cloud``."""
+UNREDACTABLE = frozenset({IMAGE, BINARY, DETECTION_FAILED})
 """What no placeholder can stand for."""
 
 
@@ -147,7 +149,6 @@ class PiiDetector:
 
     def _count(self, text: str, depth: int) -> Counter[str]:
         """Counts in ``text``, or in a decoded view of it (JSON, URL, HTML) if higher."""
-        text = without_base64_payload(text)
         counts = Counter(match.entity_type for match in self.scan_text(text))
         if depth < MAX_DECODE_DEPTH:
             for view in decoded_views(text):

@@ -1,7 +1,10 @@
-"""Check a chat request before anything leaves, and the digest the ledger keeps of it.
+"""Check a chat request's messages before anything leaves, and the digest the ledger keeps.
 
 What must always hold:
 - a malformed request raises ``RequestValidationError`` before any network call or ledger row;
+- the messages returned are a plain-JSON deep copy (``decide.payload.plain``): nothing the
+  caller holds can change them afterwards; a content part needs a string ``type`` (an
+  unknown one is kept, and counts as unscannable: ``decide.payload.part_kind``);
 - ``query_hash`` is a one-way digest of the messages: the ledger keeps it instead of text.
 """
 
@@ -12,11 +15,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aegis_proxy.decide.payload import plain
 from aegis_proxy.errors import RequestValidationError
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-_PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-_OUR_PARAMS = frozenset({"model", "messages"})  # chosen by the route, not the caller
 
 
 def validate_messages(messages: object) -> list[dict[str, Any]]:
@@ -33,13 +35,14 @@ def _validate_message(index: int, message: object) -> dict[str, Any]:
         message = dump(exclude_none=True)
     if not isinstance(message, Mapping):
         raise RequestValidationError(field, "must be a mapping with a role")
+    message = plain(dict(message), field)
     role = message.get("role")
     if role not in _ROLES:
         raise RequestValidationError(f"{field}.role", f"unknown role {role!r}")
     _validate_content(field, role, message)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         raise RequestValidationError(f"{field}.tool_call_id", "a tool message needs tool_call_id")
-    return dict(message)
+    return message
 
 
 def _validate_content(field: str, role: str, message: Mapping[str, Any]) -> None:
@@ -53,20 +56,8 @@ def _validate_content(field: str, role: str, message: Mapping[str, Any]) -> None
     if not isinstance(content, list):
         raise RequestValidationError(f"{field}.content", "must be a string or a list of parts")
     for j, part in enumerate(content):
-        if not isinstance(part, Mapping) or part.get("type") not in _PART_TYPES:
-            raise RequestValidationError(f"{field}.content[{j}]", "unknown content part")
-
-
-def validate_params(params: Mapping[str, Any]) -> None:
-    """Reject parameters the proxy owns or that cannot be right."""
-    for name in _OUR_PARAMS & params.keys():
-        raise RequestValidationError(name, "is chosen by the routing policy; use a route entry")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = params.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise RequestValidationError(name, "must be a positive integer")
-    if "stream" in params and not isinstance(params["stream"], bool):
-        raise RequestValidationError("stream", "must be true or false")
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise RequestValidationError(f"{field}.content[{j}]", "a content part needs a type")
 
 
 def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
