@@ -238,9 +238,9 @@ class AttemptLoop:
             return dropped
         if refused := provider_refuses(job.params, client.config.allow_params):
             return refused
-        if client.config.budgeted or job.plan.route.max_cost_micros is not None:
-            if unbounded := unbounded_reason(job.plan.messages, job.params):
-                return f"cost bound cannot be computed: {unbounded}"
+        bounded = client.config.budgeted or job.plan.route.max_cost_micros is not None
+        if bounded and (unbounded := unbounded_reason(job.plan.messages, job.params)):
+            return f"cost bound cannot be computed: {unbounded}"
         if job.remaining() == 0:
             return "request deadline passed"
         try:

@@ -3,7 +3,7 @@
 Every error a caller can see derives from ``AegisError`` and carries its context as
 attributes (provider, spent, limit, ...), never only as text. Provider SDK exceptions are
 mapped onto ``ProviderCallError`` subclasses in exactly one place
-(``aegis_proxy.call.client.map_sdk_errors``); nothing else catches SDK exceptions.
+(``aegis_proxy.call.sdk_errors.map_sdk_errors``); nothing else catches SDK exceptions.
 
     AegisError
     ├── ConfigError                   bad config file: names the file and the key

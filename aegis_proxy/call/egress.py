@@ -115,7 +115,9 @@ def check_body(expected: Expected, content: bytes) -> tuple[str | None, tuple[st
         return "the body is not JSON", ()
     if not isinstance(body, dict):
         return "the body is not a JSON object", ()
-    differs = _diff_openai(expected, body) if expected.wire == "openai" else _diff_ollama(expected, body)
+    differs = (
+        _diff_openai(expected, body) if expected.wire == "openai" else _diff_ollama(expected, body)
+    )
     if differs is not None:
         return f"{differs} (not the checked payload)", ()
     view: dict[str, Any] = {k: v for k, v in body.items() if k != "model"}

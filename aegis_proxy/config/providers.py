@@ -58,7 +58,7 @@ class ProviderConfig(StrictModel):
     timeout_s: float | None = Field(default=None, gt=0)
     # Parameters beyond the OpenAI chat API this provider takes (DashScope's enable_thinking):
     # scanned and bounded like the rest; never one that would bypass the checked payload.
-    allow_params: list[str] = []
+    allow_params: list[str] = Field(default_factory=list)
     _unavailable_reason: str | None = PrivateAttr(default=None)
     _prices: dict[str, Price] = PrivateAttr(default_factory=dict)
 

@@ -123,7 +123,9 @@ def has_binary(messages: Sequence[Mapping[str, Any]]) -> bool:
 _PRICED_TIERS = frozenset({"auto", "default", "flex"})
 
 
-def unbounded_reason(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str | None:
+def unbounded_reason(
+    messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]
+) -> str | None:
     """What makes this request's cost impossible to bound in advance; None if it can be."""
     for part in parts_of(messages):
         if part_kind(part) != "binary":

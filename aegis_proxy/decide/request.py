@@ -35,14 +35,14 @@ def _validate_message(index: int, message: object) -> dict[str, Any]:
         message = dump(exclude_none=True)
     if not isinstance(message, Mapping):
         raise RequestValidationError(field, "must be a mapping with a role")
-    message = plain(dict(message), field)
-    role = message.get("role")
+    checked: dict[str, Any] = plain(dict(message), field)
+    role = checked.get("role")
     if role not in _ROLES:
         raise RequestValidationError(f"{field}.role", f"unknown role {role!r}")
-    _validate_content(field, role, message)
-    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+    _validate_content(field, role, checked)
+    if role == "tool" and not isinstance(checked.get("tool_call_id"), str):
         raise RequestValidationError(f"{field}.tool_call_id", "a tool message needs tool_call_id")
-    return message
+    return checked
 
 
 def _validate_content(field: str, role: str, message: Mapping[str, Any]) -> None:

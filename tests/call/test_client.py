@@ -14,14 +14,9 @@ import any_llm.exceptions as sdk_errors
 import pytest
 
 from aegis_proxy import errors
-from aegis_proxy.call.client import (
-    _CLASS_MAP,
-    SHARD_IN_FLIGHT,
-    ProviderClient,
-    _plain_openai_client,
-    map_error,
-)
+from aegis_proxy.call.client import SHARD_IN_FLIGHT, ProviderClient, _plain_openai_client
 from aegis_proxy.call.egress import Expected, expecting
+from aegis_proxy.call.sdk_errors import _CLASS_MAP, map_error
 from aegis_proxy.config import load_config
 from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
 from tests.fakeserver import Fault
