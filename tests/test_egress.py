@@ -30,6 +30,7 @@ CRITICAL = LLMTask(quality="critical", complexity="high", task_type="extraction"
 ASK = [{"role": "user", "content": "Summarise the quarterly report in one line."}]
 EMAIL = "alice.martin@corp.example"
 CARD = "4111 1111 1111 1111"
+PDF = "data:application/pdf;base64,JVBERi0x"
 
 
 def rows(rig: Rig) -> list[dict[str, Any]]:
@@ -170,7 +171,8 @@ async def test_pii_in_any_parameter_stays_local(rig: Rig, params: dict[str, Any]
         response = await proxy.acompletion(ASK, CRITICAL, **params)
     assert response.aegis.contains_pii
     assert response.aegis.provider == "local_ollama"
-    assert not rig.openai.chat_requests() and not rig.cheap.chat_requests()
+    assert not rig.openai.chat_requests()
+    assert not rig.cheap.chat_requests()
 
 
 async def test_pii_in_a_parameter_is_blocked_under_block(rig: Rig) -> None:
@@ -178,7 +180,8 @@ async def test_pii_in_a_parameter_is_blocked_under_block(rig: Rig) -> None:
     async with rig.proxy(_openai_only(rig, pii_action="block")) as proxy:
         with pytest.raises(PrivacyViolationError) as info:
             await proxy.acompletion(ASK, CRITICAL, user=EMAIL)
-    assert info.value.blocked and "EMAIL" in info.value.entity_types
+    assert info.value.blocked
+    assert "EMAIL" in info.value.entity_types
 
 
 async def test_pii_in_a_parameter_is_redacted_under_redact(rig: Rig) -> None:
@@ -203,7 +206,8 @@ async def test_a_data_prefix_in_text_exempts_nothing(rig: Rig, action: str) -> N
             response = await proxy.acompletion(messages, CRITICAL)
             assert response.aegis.contains_pii
     for body in [r.body for r in rig.openai.chat_requests()]:
-        assert EMAIL not in json.dumps(body) and "4111" not in json.dumps(body)
+        assert EMAIL not in json.dumps(body)
+        assert "4111" not in json.dumps(body)
 
 
 async def test_only_a_genuine_data_url_in_an_image_part_is_exempt(rig: Rig) -> None:
@@ -217,14 +221,15 @@ async def test_only_a_genuine_data_url_in_an_image_part_is_exempt(rig: Rig) -> N
     async with rig.proxy(data) as proxy:
         assert (await proxy.acompletion(genuine, CRITICAL)).aegis.provider == "openai"
         plan = proxy.plan(glued, CRITICAL)
-    assert plan.pii_entities == {"EMAIL": 1} and plan.local_only
+    assert plan.pii_entities == {"EMAIL": 1}
+    assert plan.local_only
     assert len(rig.openai.chat_requests()) == 1
 
 
 @pytest.mark.parametrize(
     "part",
     [
-        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0x"}},
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": PDF}},
         {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
         {"type": "video", "video": {"url": "data:video/mp4;base64,AAAA"}},
     ],
@@ -268,20 +273,24 @@ async def test_a_change_during_retry_backoff_is_not_sent(rig: Rig) -> None:
     rig.openai.add_fault(Fault.status(503))
     async with rig.proxy(data) as proxy:
         task = asyncio.ensure_future(proxy.acompletion(messages, CRITICAL, max_tokens=8))
-        while not rig.openai.chat_requests():
+        while not rig.openai.chat_requests():  # noqa: ASYNC110  # the server is another thread
             await asyncio.sleep(0.01)
         content[0]["text"] = f"mail {EMAIL}"
         content.append({"type": "text", "text": CARD})
         response = await task
     assert response.aegis.provider == "openai"
     bodies = [r.body["messages"] for r in rig.openai.chat_requests()]
-    assert bodies == [[{"role": "user", "content": [{"type": "text", "text": "Summarise the report."}]}]] * 2
+    assert (
+        bodies
+        == [[{"role": "user", "content": [{"type": "text", "text": "Summarise the report."}]}]] * 2
+    )
 
 
 async def test_openai_body_is_the_payload_plus_the_sdk_translation(rig: Rig) -> None:
     """The OpenAI body is the payload exactly; only max_tokens is spelled max_completion_tokens."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
     params = {"temperature": 0.5, "max_tokens": 20, "n": 2, "seed": 7, "user": "u-1",
-              "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}  # fmt: skip
+              "tools": tools}  # fmt: skip
     async with rig.proxy() as proxy:
         await proxy.acompletion(ASK, CRITICAL, **params)
     body = rig.openai.chat_requests()[0].body
@@ -316,8 +325,8 @@ async def _client(rig: Rig, provider: str) -> ProviderClient:
 
 def _expected(provider: str, wire: str, model: str, messages: Any, **params: Any) -> Expected:
     scan = PiiDetector()
-    return Expected(provider, wire, model, messages, params,
-                    lambda value: scan.scan_messages(value).entity_counts, False, False)  # fmt: skip
+    counts = lambda value: scan.scan_messages(value).entity_counts  # noqa: E731
+    return Expected(provider, wire, model, messages, params, counts, False, False)
 
 
 @pytest.mark.parametrize(("provider", "wire"), [("openai", "openai"), ("ollama_cloud", "ollama")])
@@ -351,9 +360,9 @@ async def test_the_guard_scans_the_body_again(rig: Rig, provider: str, wire: str
     model = client.config.model
     messages = [{"role": "user", "content": f"mail {EMAIL}"}]
     try:
-        with expecting(_expected(provider, wire, model, messages)):
-            with pytest.raises(EgressBlockedError) as info:
-                await client.complete(model, messages, {})
+        expected = _expected(provider, wire, model, messages)
+        with expecting(expected), pytest.raises(EgressBlockedError) as info:
+            await client.complete(model, messages, {})
         assert info.value.entity_types == ("EMAIL",)
         with pytest.raises(EgressBlockedError) as outside:  # no checked attempt at all
             await client.complete(model, ASK, {})
@@ -393,7 +402,8 @@ async def test_a_stopped_body_ends_the_request_without_counting_against_the_prov
                 await proxy.acompletion(ASK, CRITICAL)
             assert info.value.entity_types == ("EMAIL",)
         assert proxy.breakers["openai"].state == "closed"
-    assert rig.openai.chat_requests() == [] and rig.local.chat_requests() == []
+    assert rig.openai.chat_requests() == []
+    assert rig.local.chat_requests() == []
     assert [(r["status"], r["error_type"], r["cost_micros"]) for r in rows(rig)] == [
         ("error", "egress_blocked", 0)
     ] * 3
@@ -426,7 +436,10 @@ async def test_a_request_whose_cost_cannot_be_bounded_skips_budgeted_providers(r
         response = await proxy.acompletion(messages, CRITICAL)
     assert response.aegis.provider == "local_ollama"
     skipped = response.aegis.attempts[0]
-    assert skipped.reason == "cost bound cannot be computed: a file part by file_id has no size to bound"
+    assert (
+        skipped.reason
+        == "cost bound cannot be computed: a file part by file_id has no size to bound"
+    )
 
 
 async def test_http_400s_never_open_the_breaker(rig: Rig) -> None:
