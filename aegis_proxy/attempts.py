@@ -6,7 +6,14 @@ budget in the ledger, call it, and settle its ledger row. What must always hold:
 - privacy: a request whose plan is ``local_only`` never reaches a provider without
   ``local: true``, fallbacks and retries included;
 - budget: a budgeted provider is called only after the ledger reserved an upper bound of
-  the attempt's cost; a refused (or uncheckable) reservation moves on to the next provider;
+  the attempt's cost; a refused (or uncheckable) reservation moves on to the next provider,
+  and so does a request whose cost cannot be bounded (``decide.payload.unbounded_reason``);
+- egress: each attempt sends a fresh copy of the checked payload, with the payload itself
+  handed to the egress guard (``call.egress``) of a non-local provider around the SDK
+  call; a body the guard stops (``EgressBlockedError``) ends the request: its row settles
+  at cost 0 as ``egress_blocked``;
+- health: a request's own fault (HTTP 400/413/422, the SDK refusing it locally, a body the
+  guard stopped) never counts against a provider's circuit breaker;
 - ledger: every attempt that reaches a provider is one row, settled exactly once with its
   outcome (ok, error, cancelled), whatever happens, also when the request is cancelled while
   its reservation is being written; a ledger that waits on the network
@@ -34,9 +41,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aegis_proxy import errors
 from aegis_proxy.call.cache import ResponseCache, cache_ttl, cached_answer, store_answer
+from aegis_proxy.call.egress import EXPECTED, Expected
 from aegis_proxy.call.resilience import should_retry
 from aegis_proxy.call.streaming import AegisStream, open_first_chunk
 from aegis_proxy.classify.redaction import ChunkRestorer, restore_message
+from aegis_proxy.decide.params import provider_refuses
+from aegis_proxy.decide.payload import unbounded_reason
 from aegis_proxy.decide.record import Attempt, Outcome
 from aegis_proxy.job import (
     CacheHit,
@@ -54,10 +64,9 @@ from aegis_proxy.settle.records import (
     CANCELLED,
     CANCELLED_AFTER_SEND,
     AttemptOutcome,
-    AttemptStart,
-    BudgetLimit,
     Finished,
 )
+from aegis_proxy.settle.writes import RowWriter
 
 if TYPE_CHECKING:
     from any_llm.types.completion import ChatCompletion
@@ -70,6 +79,9 @@ log = get_logger("aegis_proxy")
 
 T = TypeVar("T")
 R = TypeVar("R")
+EGRESS_BLOCKED = "egress_blocked"
+REQUEST_FAULTS = frozenset({"invalid_request", EGRESS_BLOCKED})
+"""Error types of an attempt that are the request's fault: no circuit breaker counts them."""
 
 
 class AttemptLoop:
@@ -87,6 +99,7 @@ class AttemptLoop:
         observers: list[Observer],
     ) -> None:
         self.ledger = ledger
+        self._rows = RowWriter(ledger)
         self._cache = cache
         self.observers = observers
 
@@ -114,6 +127,10 @@ class AttemptLoop:
                     break
                 try:
                     result = await attempt(job, call)
+                except errors.EgressBlockedError as blocked:
+                    await self._asettle(job, call, Finished("error", error_type=EGRESS_BLOCKED))
+                    self._request_finished(job, "EgressBlockedError")
+                    raise blocked from None
                 except (errors.ProviderCallError, TimeoutError) as exc:
                     error = await self._failed(job, call, exc)
                     if not await self._backoff(job, retry, error):
@@ -143,10 +160,16 @@ class AttemptLoop:
     async def _complete(self, job: Job, call: Call) -> ChatCompletion:
         if isinstance(call, CacheHit) and call.answer is not None:
             return call.answer
-        params = job.sent_params(call.client.config)
-        async with asyncio.timeout(call.timeout):
-            call.sent = True  # from here on the provider may receive (and bill) it
-            return await call.client.complete(call.model, job.plan.messages, params)
+        messages, params = job.outbound(call.client.config)
+        expected = job.expected(call.client.name, call.model)
+        token = EXPECTED.set(expected)
+        try:
+            async with asyncio.timeout(call.timeout):
+                call.sent = True  # from here on the provider may receive (and bill) it
+                return await call.client.complete(call.model, messages, params)
+        finally:
+            EXPECTED.reset(token)
+            _check_blocked(expected)
 
     async def _completed(self, job: Job, call: Call, response: ChatCompletion) -> ChatCompletion:
         message = response.choices[0].message if response.choices else None
@@ -161,9 +184,15 @@ class AttemptLoop:
         return response
 
     async def _open_stream(self, job: Job, call: Call) -> tuple[Any, Any]:
-        params = job.sent_params(call.client.config)
+        messages, params = job.outbound(call.client.config)
+        expected = job.expected(call.client.name, call.model)
+        token = EXPECTED.set(expected)
         call.sent = True
-        return await open_first_chunk(call, job.plan.messages, params, call.timeout)
+        try:
+            return await open_first_chunk(call, messages, params, call.timeout)
+        finally:
+            EXPECTED.reset(token)
+            _check_blocked(expected)
 
     async def _stream_served(self, job: Job, call: Call, opened: tuple[Any, Any]) -> AegisStream:
         async def settle(finished: Finished) -> None:
@@ -196,7 +225,7 @@ class AttemptLoop:
         free = answer is not None  # a cached answer costs $0: no budget to check
         bound = 0 if free else job.cost_bound(client.config, model)
         try:
-            row_id = await self._reserve(
+            row_id = await self._rows.reserve(
                 job.attempt_start(client.name, model),
                 bound if client.config.budgeted else 0,
                 None if free else job.rt.budgets[client.name],
@@ -226,6 +255,11 @@ class AttemptLoop:
             return "request has images and the provider is not declared vision: true"
         if dropped := client.cannot_serve(job.plan.messages, job.params):
             return dropped
+        if refused := provider_refuses(job.params, client.config.allow_params):
+            return refused
+        bounded = client.config.budgeted or job.plan.route.max_cost_micros is not None
+        if bounded and (unbounded := unbounded_reason(job.plan.messages, job.params)):
+            return f"cost bound cannot be computed: {unbounded}"
         if job.remaining() == 0:
             return "request deadline passed"
         try:
@@ -235,25 +269,6 @@ class AttemptLoop:
         if not breaker.allow():
             return "circuit breaker open"
         return None
-
-    async def _reserve(self, start: AttemptStart, amount: int, budget: BudgetLimit | None) -> int:
-        """The ledger's reservation; from a worker thread when the ledger waits on the network.
-
-        A request cancelled while its reservation is being written still gets its row
-        settled, as cancelled, once the write is done.
-        """
-        ledger = self.ledger
-        if not ledger.blocks_event_loop:
-            try:
-                return ledger.reserve(start, amount, budget, wait=False)
-            except errors.LedgerBusyError:
-                pass  # locked: wait for it in a worker thread, not on the event loop
-        writing = asyncio.ensure_future(asyncio.to_thread(ledger.reserve, start, amount, budget))
-        try:
-            return await asyncio.shield(writing)
-        except asyncio.CancelledError:
-            writing.add_done_callback(lambda done: _settle_cancelled(ledger, done))
-            raise
 
     # -- settle -------------------------------------------------------------------------
 
@@ -266,38 +281,15 @@ class AttemptLoop:
         return exc
 
     async def _asettle(self, job: Job, call: Call, finished: Finished) -> None:
-        """``_settle`` without waiting on the event loop: a lock is waited for in a thread."""
+        """Settle the attempt's row without waiting on the event loop, then note it."""
         outcome = outcome_of(job, call, finished)
-        ledger = self.ledger
-        try:
-            if ledger.blocks_event_loop:
-                await asyncio.to_thread(ledger.settle, call.row_id, outcome)
-            else:
-                try:
-                    ledger.settle(call.row_id, outcome, wait=False)
-                except errors.LedgerBusyError:
-                    await asyncio.to_thread(ledger.settle, call.row_id, outcome)
-        except errors.LedgerError as exc:  # the answer is the caller's all the same
-            _settle_lost(call.row_id, exc)
+        await self._rows.settle(call.row_id, outcome)
         self._settled(job, call, outcome)
 
     def _settle(self, job: Job, call: Call, finished: Finished) -> None:
-        """Settle the attempt's ledger row once, with real (or counted) tokens and cost.
-
-        Synchronous, for where an ``await`` cannot be trusted to finish: a cancelled attempt.
-        A local ledger that meets a lock gets the settle from a worker thread, unawaited.
-        """
+        """``_asettle`` without an ``await``, for where one cannot be trusted to finish."""
         outcome = outcome_of(job, call, finished)
-        ledger = self.ledger
-        try:
-            ledger.settle(call.row_id, outcome, wait=False)
-        except errors.LedgerBusyError:
-            loop = asyncio.get_running_loop()
-            waiting = loop.run_in_executor(None, _settle_or_log, ledger, call.row_id, outcome)
-            _PENDING_SETTLES.add(waiting)
-            waiting.add_done_callback(_PENDING_SETTLES.discard)
-        except errors.LedgerError as exc:
-            _settle_lost(call.row_id, exc)
+        self._rows.settle_now(call.row_id, outcome)
         self._settled(job, call, outcome)
 
     def _settled(self, job: Job, call: Call, outcome: AttemptOutcome) -> None:
@@ -310,6 +302,8 @@ class AttemptLoop:
             else:
                 call.breaker.record_success()
             record_success(job.record, call, outcome)
+        elif status == "error" and outcome.error_type in REQUEST_FAULTS:
+            call.breaker.release_probe()  # the request's fault says nothing of the provider
         elif status == "error":
             call.breaker.record_failure()
         attempt = Attempt(
@@ -356,17 +350,11 @@ class AttemptLoop:
             emit(self.observers, "request_finished", event)
 
 
-def _settle_cancelled(ledger: LedgerBackend, reserving: asyncio.Future[int]) -> None:
-    """Settle, as cancelled, a row whose reservation finished after its request was cancelled."""
-    if reserving.cancelled() or reserving.exception() is not None:
-        return  # nothing was written, or the failure was the request's own to see
-    try:
-        ledger.settle(reserving.result(), AttemptOutcome("cancelled", 0.0, error_type="cancelled"))
-    except errors.LedgerError as exc:  # the row stays pending: its reservation expires
-        log.error("cancelled_reservation_unsettled", problem=exc.problem)
-
-
-_PENDING_SETTLES: set[asyncio.Future[None]] = set()  # unawaited settles, kept referenced
+def _check_blocked(expected: Expected | None) -> None:
+    """Raise the guard's refusal if the SDK swallowed or replaced it (it must not be lost)."""
+    if expected is not None and expected.blocked is not None:
+        blocked, expected.blocked = expected.blocked, None
+        raise blocked
 
 
 def _may_be_billed(exc: errors.ProviderCallError) -> bool:
@@ -374,18 +362,6 @@ def _may_be_billed(exc: errors.ProviderCallError) -> bool:
     timed_out = isinstance(exc, errors.ProviderTimeoutError)
     dropped = isinstance(exc, errors.ProviderConnectionError)
     return (timed_out or dropped) and not exc.before_send
-
-
-def _settle_or_log(ledger: LedgerBackend, row_id: int, outcome: AttemptOutcome) -> None:
-    try:
-        ledger.settle(row_id, outcome)
-    except errors.LedgerError as exc:
-        _settle_lost(row_id, exc)
-
-
-def _settle_lost(row_id: int, exc: errors.LedgerError) -> None:
-    """The settle could not be written nor queued: the row expires billed at its bound."""
-    log.error("ledger_settle_unwritten", row_id=row_id, problem=exc.problem)
 
 
 def _min(*limits: float | None) -> float | None:

@@ -3,12 +3,13 @@
 Every error a caller can see derives from ``AegisError`` and carries its context as
 attributes (provider, spent, limit, ...), never only as text. Provider SDK exceptions are
 mapped onto ``ProviderCallError`` subclasses in exactly one place
-(``aegis_proxy.call.client.map_sdk_errors``); nothing else catches SDK exceptions.
+(``aegis_proxy.call.sdk_errors.map_sdk_errors``); nothing else catches SDK exceptions.
 
     AegisError
     ├── ConfigError                   bad config file: names the file and the key
     ├── RequestValidationError        malformed request, raised before any network call
     ├── PrivacyViolationError         PII with no local provider left to serve it
+    │   └── EgressBlockedError            the last check on the wire stopped a body
     ├── BudgetExceededError           a reservation would pass a provider's budget
     ├── LedgerError                   the ledger could not record a row
     │   ├── LedgerUnavailableError        its database cannot be reached (rows queue in memory)
@@ -23,6 +24,8 @@ mapped onto ``ProviderCallError`` subclasses in exactly one place
         ├── ProviderAuthError             HTTP 401/403
         ├── ModelNotFoundError            HTTP 404 / unknown model
         └── ProviderRejectedError         4xx validation, context length, content filter
+            └── RequestRejectedError          HTTP 400/413/422 or the SDK refused it locally:
+                                              the request's fault, not the provider's
 
 Messages never contain prompt text, response text or API keys.
 """
@@ -96,6 +99,27 @@ class PrivacyViolationError(AegisError):
         return PrivacyViolationError(
             self.entity_types, self.removed, blocked=self.blocked, refusal=refusal
         )
+
+
+class EgressBlockedError(PrivacyViolationError):
+    """The body about to be sent to non-local ``provider`` was stopped on the wire.
+
+    ``reason`` says what was wrong (a field that differs from the checked payload, or the
+    entity types a second scan found, in ``entity_types``); nothing was sent, and the
+    provider's health is not affected.
+    """
+
+    def __init__(self, provider: str, reason: str, entity_types: Sequence[str] = ()) -> None:
+        super().__init__(entity_types, (), blocked=True)
+        self.provider = provider
+        self.reason = reason
+        self.args = (f"{provider}: request stopped before sending: {reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def with_refusal(self, refusal: PrivacyRefusal) -> PrivacyViolationError:
+        return self
 
 
 class BudgetExceededError(AegisError):
@@ -216,6 +240,13 @@ class ProviderRejectedError(ProviderCallError):
     """The provider refused the request itself (validation, context length, content filter)."""
 
 
+class RequestRejectedError(ProviderRejectedError):
+    """The provider (HTTP 400/413/422) or its SDK, locally, refused the request as invalid.
+
+    It is the request's fault: the attempt may fall back, but no circuit breaker counts it.
+    """
+
+
 class NoProviderAvailableError(AegisError):
     """Every candidate of the route was skipped or failed; ``attempts`` says why for each.
 
@@ -258,4 +289,5 @@ _KIND_NAMES: dict[type[ProviderCallError], str] = {
     ProviderAuthError: "auth_error",
     ModelNotFoundError: "model_not_found",
     ProviderRejectedError: "rejected",
+    RequestRejectedError: "invalid_request",
 }

@@ -1,10 +1,17 @@
 """A request in flight (``Job``), one attempt of it (``Call``), and what each comes to.
 
 What must always hold:
-- a budgeted attempt reserves an upper bound of its cost: an input bound that cannot be
-  under the real token count (``reserve.input_bound``: exact for OpenAI models, a byte
-  bound elsewhere) plus ``n`` x ``max_tokens`` (the caller's, or the configured default,
-  which is then also *sent*, so the provider is held to it) times the output price;
+- a budgeted attempt reserves an upper bound of its cost, computed from the payload it
+  sends: an input bound over every billed input (messages, tools, schemas, prediction,
+  every other parameter; images at their worst case) that cannot be under the real
+  token count, plus ``n`` choices times the token limit (the caller's largest, or the
+  configured default, which is then also *sent*, so the provider is held to it; plus the
+  prediction, whose rejected tokens bill as output) times the output price; the input
+  bound is ``reserve.input_bound.input_bound`` (exact for OpenAI models, a byte bound
+  elsewhere);
+- each attempt hands the SDK a fresh copy of the checked payload (``outbound``) and the
+  egress guard the payload itself (``expected``): nothing the SDK does to its copy
+  reaches the next attempt or the check;
 - an attempt's cost comes from the provider's usage; without usage, the tokens are
   counted locally and the row says so (``counted``); an attempt whose outcome is unknown
   (cancelled or timed out after it was sent, ``Finished.unknown``) costs its bound; a
@@ -19,11 +26,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from aegis_proxy.call.egress import Expected
+from aegis_proxy.decide.payload import copy_json
+from aegis_proxy.decide.privacy import scan_request
 from aegis_proxy.decide.record import AegisRecord
 from aegis_proxy.errors import ProviderCallError, ProviderConnectionError, ProviderTimeoutError
 from aegis_proxy.reserve.input_bound import input_bound
 from aegis_proxy.reserve.money import usd
-from aegis_proxy.reserve.pricing import cost_micros, count_text_tokens, count_tokens
+from aegis_proxy.reserve.pricing import (
+    cost_micros,
+    count_text_tokens,
+    count_tokens,
+    input_token_bound,
+)
 from aegis_proxy.settle.records import AttemptOutcome, AttemptStart, Finished
 
 if TYPE_CHECKING:
@@ -51,14 +66,13 @@ class Job:
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def start(
-        cls, plan: Plan, params: dict[str, Any], rt: Runtime, deadline_s: float | None
-    ) -> Job:
-        """A job for ``plan``; its deadline is ``deadline_s``, else the config's."""
+    def start(cls, plan: Plan, rt: Runtime, deadline_s: float | None) -> Job:
+        """A job for ``plan`` (its checked parameters); its deadline is ``deadline_s``, else
+        the config's."""
         deadline = deadline_s if deadline_s is not None else rt.config.routing.deadline_s
         return cls(
             plan=plan,
-            params=params,
+            params=plan.params,
             record=AegisRecord.from_plan(plan),
             query_hash=plan.query_hash,
             stop_at=time.monotonic() + deadline if deadline else None,
@@ -74,12 +88,34 @@ class Job:
         return None if self.stop_at is None else max(0.0, self.stop_at - time.monotonic())
 
     def sent_params(self, config: ProviderConfig) -> dict[str, Any]:
-        """The caller's parameters, with a max_tokens cap for budgeted providers."""
+        """The checked parameters, with a max_tokens cap for budgeted providers (not a copy)."""
         sent = {k: v for k, v in self.params.items() if k != "stream"}
         capped = config.budgeted or self.plan.route.max_cost_micros is not None
         if capped and not max_tokens(self.params):
             sent["max_tokens"] = self.default_max_tokens
         return sent
+
+    def outbound(self, config: ProviderConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """A fresh copy of this attempt's payload (messages, parameters), for the SDK."""
+        return copy_json(self.plan.messages), copy_json(self.sent_params(config))
+
+    def expected(self, provider: str, model: str) -> Expected | None:
+        """What the egress guard of a non-local ``provider`` may let out; None when local."""
+        config = self.rt.config.providers[provider]
+        if config.local:
+            return None
+        privacy = self.rt.config.privacy
+        rt = self.rt
+        return Expected(
+            provider=provider,
+            wire="ollama" if config.sdk == "ollama" else "openai",
+            model=model,
+            messages=self.plan.messages,
+            params=self.sent_params(config),
+            scan=lambda value: scan_request(rt, value),
+            images_allowed=privacy.images == "allow_cloud",
+            binary_allowed=privacy.binary_parts == "allow_cloud",
+        )
 
     def reservation(self, config: ProviderConfig, model: str) -> int:
         """What the ledger reserves for this attempt: its cost bound, or 0 when unbudgeted."""
@@ -90,10 +126,13 @@ class Job:
         price = config.price_of(model)
         if price.is_free:
             return 0
-        out_bound = (max_tokens(self.params) or self.default_max_tokens) * choices(self.params)
-        tools = self.params.get("tools")
-        extras = [tools] if tools else []
-        in_bound = input_bound(config.sdk, model, self.plan.messages, extras)
+        params = self.params
+        n = choices(params)
+        out_bound = n * (max_tokens(params) or self.default_max_tokens)
+        if prediction := params.get("prediction"):  # rejected prediction tokens bill as output
+            out_bound += n * input_token_bound((), prediction)
+        billed = {k: v for k, v in params.items() if k not in _NOT_BILLED}
+        in_bound = input_bound(config.sdk, model, self.plan.messages, [billed] if billed else [])
         return cost_micros(price, in_bound, out_bound)
 
     def over_ceiling(self, config: ProviderConfig, model: str) -> str | None:
@@ -206,9 +245,14 @@ def choices(params: dict[str, Any]) -> int:
     return max(1, int(value)) if isinstance(value, int | float) and value else 1
 
 
+_NOT_BILLED = frozenset({"stream", "stream_options"})
+_TOKEN_LIMITS = ("max_tokens", "max_completion_tokens", "num_predict")
+
+
 def max_tokens(params: dict[str, Any]) -> int | None:
-    value = params.get("max_tokens") or params.get("max_completion_tokens")
-    return int(value) if value else None
+    """The largest output token limit given (SDKs differ in which one they honour)."""
+    limits = [v for k in _TOKEN_LIMITS if isinstance(v := params.get(k), int) and v > 0]
+    return max(limits) if limits else None
 
 
 def usage_tokens(usage: Any) -> tuple[int, int, int, int] | None:

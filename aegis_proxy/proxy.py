@@ -36,8 +36,9 @@ from aegis_proxy.call.client import ProviderClient
 from aegis_proxy.call.resilience import CircuitBreaker
 from aegis_proxy.call.streaming import AegisStream
 from aegis_proxy.config import AegisConfig, load_config
+from aegis_proxy.decide.params import validate_params
 from aegis_proxy.decide.plan import Plan, plan_request
-from aegis_proxy.decide.request import validate_deadline, validate_params
+from aegis_proxy.decide.request import validate_deadline
 from aegis_proxy.decide.rules import LLMTask
 from aegis_proxy.job import Job
 from aegis_proxy.observe.events import Observer
@@ -226,16 +227,16 @@ class AegisLLMProxy:
         """
         deadline_s = validate_deadline(deadline_s)
         self._check_loop()
-        validate_params(params)
         rt = self._rt
+        validate_params(params, rt.allowed_params)
         try:
-            plan = plan_request(rt, messages, task)
+            plan = plan_request(rt, messages, task, params)
         except errors.PrivacyViolationError as exc:
             self._record_refusal(exc)
             raise
         # a process's one-time SDK import happens off the loop and before the deadline clock
         await self.warm_up([entry.provider for entry in plan.route.candidates])
-        job = Job.start(plan, params, rt, deadline_s)
+        job = Job.start(plan, rt, deadline_s)
         return await self._attempt_loop().serve(job)
 
     def _attempt_loop(self) -> AttemptLoop:

@@ -50,6 +50,8 @@ class Runtime:
     budgets: dict[str, BudgetLimit | None]
     retry: RetryPolicy
     detector: PiiScanner
+    allowed_params: frozenset[str] = frozenset()
+    """Parameters beyond the OpenAI chat API that some provider lists in allow_params."""
 
 
 def build_runtime(
@@ -78,6 +80,7 @@ def build_runtime(
         budgets=budget_limits(config),
         retry=RetryPolicy(res.retries, res.backoff_s, res.max_backoff_s),
         detector=detector or _detector(config, previous),
+        allowed_params=frozenset(p for c in config.providers.values() for p in c.allow_params),
     )
 
 

@@ -42,6 +42,12 @@ async def measure(
     """Interleaved blocks of sequential requests; pooled and per-block statistics."""
     calls, proxy = c.contender_calls(server.url, folder, peer)
     name = "litellm" if peer else "proxy"
+    unguarded = None
+    if not peer:  # the same proxy without the egress guard's last check on the wire
+        (folder / "unguarded").mkdir(exist_ok=True)
+        ledger = folder / "unguarded" / "ledger.db"
+        unguarded = c.make_proxy(c.proxy_config(server.url, ledger), folder / "unguarded")
+        calls["proxy_unguarded"] = _unguarded_call(unguarded)
     walls: dict[str, list[float]] = {n: [] for n in calls}
     cpus: dict[str, list[float]] = {n: [] for n in calls}
     per_block = []
@@ -62,11 +68,37 @@ async def measure(
         "per_block": per_block,
         "added_p50_spread": c.spread([b["added_p50_ms"] for b in per_block]),
     }
+    if unguarded is not None:
+        result["guard"] = {
+            "added_p50_ms": stats["proxy"]["p50"] - stats["proxy_unguarded"]["p50"],
+            "added_p99_ms": stats["proxy"]["p99"] - stats["proxy_unguarded"]["p99"],
+            "unguarded_added_p50_ms": stats["proxy_unguarded"]["p50"] - stats["direct"]["p50"],
+            "unguarded_added_p99_ms": stats["proxy_unguarded"]["p99"] - stats["direct"]["p99"],
+        }
+        await unguarded.aclose()
     if proxy is not None:
         await proxy.aclose()
         result["ledger_rows_ok"] = _ok_rows(folder / "ledger.db")
         result["proxy_requests"] = len(walls["proxy"]) + blocks * 50
     return result
+
+
+def _unguarded_call(proxy: Any) -> Any:
+    """A proxy request whose provider client lost the egress guard's hook after warm-up."""
+    from aegis_proxy import LLMTask
+
+    task = LLMTask(task_type="summary")
+    stripped = False
+
+    async def call() -> Any:
+        nonlocal stripped
+        answer = await proxy.acompletion(c.MESSAGES, task, max_tokens=c.MAX_TOKENS)
+        if not stripped:
+            c.strip_egress_guard(proxy)
+            stripped = True
+        return answer
+
+    return call
 
 
 def _added(stats: dict[str, dict[str, float]], name: str) -> dict[str, Any]:

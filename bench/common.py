@@ -221,18 +221,35 @@ def contender_calls(server_url: str, folder: Path, peer: bool) -> tuple[dict[str
     return variant_calls(proxy, make_anyllm(server_url), router), proxy
 
 
+def strip_egress_guard(proxy: Any) -> None:
+    """Take the egress guard's hook off the proxy's HTTP clients (to measure its cost only)."""
+    for client in proxy.clients.values():
+        for shard in client._shards:
+            http = shard.client.client._client
+            hooks = http.event_hooks
+            hooks["request"] = [h for h in hooks["request"] if h.__name__ != "aegis_egress_guard"]
+            http.event_hooks = hooks
+
+
 def same_pools_call(proxy: Any) -> tuple[Call, Any]:
     """The SDK call through the proxy's provider client code (same pools), no policy.
 
     Returns the call and its ``ProviderClient``, which the caller closes.
     """
     from aegis_proxy.call.client import ProviderClient
+    from aegis_proxy.call.egress import Expected, expecting
 
     client = ProviderClient("openai", proxy.config.providers["openai"])
     params = {"max_tokens": MAX_TOKENS}
+    detector = proxy._rt.detector
+
+    def scan(value: Any) -> Any:
+        return detector.scan_messages(value).entity_counts
 
     async def same_pools() -> Any:
-        return await client.complete(MODEL, MESSAGES, params)
+        expected = Expected("openai", "openai", MODEL, MESSAGES, params, scan, False, False)
+        with expecting(expected):  # the egress guard checks every body for a cloud
+            return await client.complete(MODEL, MESSAGES, params)
 
     return same_pools, client
 

@@ -48,6 +48,8 @@ __all__ = [
     "Fault",
     "FaultKind",
     "RecordedRequest",
+    "billed_completion_tokens",
+    "billed_prompt_tokens",
     "count_completion_tokens",
     "count_prompt_tokens",
 ]
@@ -90,6 +92,55 @@ def count_prompt_tokens(body: dict[str, Any] | None) -> int:
     messages = (body or {}).get("messages") or []
     total = sum(_message_text_bytes(m) // 4 + 1 for m in messages if isinstance(m, dict))
     return max(total, 1)
+
+
+WORST_IMAGE_TOKENS = 1445
+"""What one image bills at worst (OpenAI gpt-4o, high detail: 85 + 170 x 8 tiles)."""
+_IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
+
+
+def _billed_bytes(value: Any) -> int:
+    """UTF-8 bytes of every key and string (numbers as text) in ``value``; images at worst."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int | float):
+        return len(str(value))
+    if isinstance(value, dict):
+        if value.get("type") in _IMAGE_TYPES:
+            return WORST_IMAGE_TOKENS
+        return sum(len(str(k).encode()) + _billed_bytes(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_billed_bytes(item) for item in value)
+    return len(str(value).encode())
+
+
+def billed_prompt_tokens(body: dict[str, Any] | None) -> int:
+    """What a provider billing *everything it received* would charge as input, at most.
+
+    Every string of the body but the model name counts one token per byte (a byte-level
+    BPE never makes more), plus OpenAI's 3 tokens per message and 3 per request; an image
+    part, or an entry of Ollama's ``images``, counts ``WORST_IMAGE_TOKENS``.
+    """
+    body = dict(body or {})
+    body.pop("model", None)
+    messages = body.pop("messages", None) or []
+    total = 3 + _billed_bytes(body)
+    for message in messages:
+        message = dict(message)
+        images = message.pop("images", None) or []
+        total += 3 + _billed_bytes(message) + WORST_IMAGE_TOKENS * len(images)
+    return total
+
+
+def billed_completion_tokens(body: dict[str, Any] | None) -> int:
+    """``n`` choices times the token limit the body gives (OpenAI or Ollama spelling)."""
+    body = body or {}
+    options = body.get("options") or {}
+    limits = [body.get("max_tokens"), body.get("max_completion_tokens"), options.get("num_predict")]
+    limit = max((v for v in limits if isinstance(v, int)), default=0)
+    return int(body.get("n") or 1) * limit
 
 
 def count_completion_tokens(reply_text: str, tool_call: tuple[str, dict[str, Any]] | None) -> int:
@@ -509,6 +560,9 @@ class FakeProviderServer:
         self.count_prompt: Callable[[dict[str, Any] | None], int] = count_prompt_tokens
         """How usage counts prompt tokens (a test can put a real tokenizer here)."""
         self.cooperative = False  # answer tools and JSON schemas (tests/fakereply.py)
+        self.bill_received = False
+        """Report usage as a provider billing all it received: ``billed_prompt_tokens`` and
+        ``billed_completion_tokens`` (n x the token limit), whatever the reply."""
         self.models: list[str] = list(DEFAULT_MODELS)
         self._address = (host, port)
         self._lock = threading.Lock()
@@ -679,12 +733,15 @@ class FakeProviderServer:
         answer = cooperative_answer(body) if self.cooperative and tool_call is None else None
         if answer is not None:
             text, tool_call = answer.text or text, answer.tool_call
+        billed = self.bill_received
         return _Reply(
             model=str(body.get("model", "unknown")),
             text=text,
             tool_call=tool_call,
-            prompt_tokens=self.count_prompt(body),
-            completion_tokens=count_completion_tokens(text, tool_call),
+            prompt_tokens=billed_prompt_tokens(body) if billed else self.count_prompt(body),
+            completion_tokens=billed_completion_tokens(body)
+            if billed
+            else count_completion_tokens(text, tool_call),
             with_usage=not self.omit_usage,
         )
 

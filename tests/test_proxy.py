@@ -284,7 +284,7 @@ async def test_every_candidate_failing_raises_with_attempts(rig: Rig) -> None:
         ([{"role": "wizard", "content": "x"}], "messages[0].role"),
         ([{"role": "user"}], "messages[0].content"),
         ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
-        ([{"role": "user", "content": [{"type": "video", "url": "x"}]}], "messages[0].content[0]"),
+        ([{"role": "user", "content": [{"url": "x"}]}], "messages[0].content[0]"),  # no type
     ],
 )
 async def test_malformed_request_fails_before_network(rig: Rig, messages: Any, field: str) -> None:

@@ -16,20 +16,25 @@ What must always hold:
 - each API key reaches only its own provider: a provider without a configured key never
   picks one up from the process environment (``OPENAI_API_KEY``, ``OLLAMA_API_KEY``), nor
   a base URL, organization, project or header (``aegis_proxy.call.ambient``);
-- every exception out of the SDK becomes a ``ProviderCallError`` in ``map_sdk_errors``,
-  and its message never carries request or response text.
+- every exception out of the SDK becomes a ``ProviderCallError`` in ``map_sdk_errors``
+  (``call.sdk_errors``), and its message never carries request or response text;
+- every non-local provider's HTTP client carries the egress guard (``call.egress``); a
+  provider whose client cannot take it is unavailable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aegis_proxy import errors
 from aegis_proxy.call.ambient import drop_ambient_settings, explicit_api_base
+from aegis_proxy.call.egress import install_guard
+from aegis_proxy.call.sdk_errors import map_sdk_errors
+from aegis_proxy.decide.params import CHAT_PARAMS
+from aegis_proxy.decide.payload import has_binary
 
 if TYPE_CHECKING:
     import ssl
@@ -43,134 +48,6 @@ SHARD_IN_FLIGHT = 16
 """Calls in flight on every client of a provider before another client is made."""
 MAX_SHARDS = 16
 """Clients (each with its own connection pool) per provider at most."""
-
-_CLASS_MAP: dict[str, type[errors.ProviderCallError]] = {
-    "RateLimitError": errors.RateLimitedError,
-    "AuthenticationError": errors.ProviderAuthError,
-    "MissingApiKeyError": errors.ProviderUnavailableError,
-    "UnsupportedProviderError": errors.ProviderUnavailableError,
-    "ModelNotFoundError": errors.ModelNotFoundError,
-    "ProviderFileNotFoundError": errors.ProviderRejectedError,
-    "InvalidRequestError": errors.ProviderRejectedError,
-    "ContextLengthExceededError": errors.ProviderRejectedError,
-    "ContentFilterError": errors.ProviderRejectedError,
-    "ContentFilterFinishReasonError": errors.ProviderRejectedError,
-    "LengthFinishReasonError": errors.ProviderRejectedError,
-    "UnsupportedParameterError": errors.ProviderRejectedError,
-    "InsufficientFundsError": errors.ProviderAuthError,
-    "BatchNotCompleteError": errors.ProviderServerError,
-    "UpstreamProviderError": errors.ProviderServerError,
-    "GatewayTimeoutError": errors.ProviderTimeoutError,
-    "ProviderError": errors.ProviderServerError,
-    "AnyLLMError": errors.ProviderServerError,
-}
-"""Every ``any_llm.exceptions`` class, by name, onto ours (a test checks none is missing)."""
-
-_CONNECTION_NAMES = ("ConnectError", "ReadError", "RemoteProtocolError", "APIConnectionError")
-_TIMEOUT_NAMES = ("TimeoutException", "ReadTimeout", "ConnectTimeout", "APITimeoutError")
-_CONNECT_NAMES = frozenset({"ConnectError", "ConnectTimeout"})  # httpx: never sent
-
-
-def map_error(provider: str, exc: BaseException) -> errors.ProviderCallError:
-    """Translate one SDK/transport exception into our hierarchy (no message text kept).
-
-    ``before_send`` is set when the connection itself failed (refused, connect timeout):
-    then the request never reached the provider.
-    """
-    mapped = _mapped(provider, exc)
-    if mapped is not exc and _never_connected(exc):
-        mapped.before_send = True
-    return mapped
-
-
-def _never_connected(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(8):  # the SDK wraps httpx's exception, which wraps the socket's
-        if seen is None:
-            return False
-        names = {cls.__name__ for cls in type(seen).__mro__}
-        if names & _CONNECT_NAMES or isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = getattr(seen, "original_exception", None) or seen.__cause__ or seen.__context__
-    return False
-
-
-def _mapped(provider: str, exc: BaseException) -> errors.ProviderCallError:
-    if isinstance(exc, errors.ProviderCallError):
-        return exc
-    names = [cls.__name__ for cls in type(exc).__mro__]
-    status = _status_of(exc)
-    if isinstance(exc, TimeoutError) or any(n in _TIMEOUT_NAMES for n in names):
-        return errors.ProviderTimeoutError(provider, "timed out", status)
-    if any(n in _CONNECTION_NAMES for n in names) or _caused_by_connection(exc):
-        problem = "connection refused" if _refused(exc) else "connection failed"
-        return errors.ProviderConnectionError(provider, problem, status)
-    if status is not None and status >= 500:
-        return errors.ProviderServerError(provider, "server error", status)
-    if status == 429 or "RateLimitError" in names:
-        retry = _retry_after(getattr(exc, "retry_after", None))
-        return errors.RateLimitedError(provider, "rate limited", status or 429, retry)
-    if status == 404 and "ModelNotFoundError" not in names:
-        return errors.ModelNotFoundError(provider, "not found", status)
-    if status in (401, 403):
-        return errors.ProviderAuthError(provider, "authentication failed", status)
-    target = next((_CLASS_MAP[n] for n in names if n in _CLASS_MAP), errors.ProviderServerError)
-    return target(provider, _problem(names[0]), status)
-
-
-def _status_of(exc: BaseException) -> int | None:
-    status = getattr(exc, "status_code", None)
-    if status is None:
-        status = getattr(getattr(exc, "original_exception", None), "status_code", None)
-    return status if isinstance(status, int) and status > 0 else None
-
-
-def _caused_by_connection(exc: BaseException) -> bool:
-    inner = getattr(exc, "original_exception", None) or exc.__cause__
-    if inner is None or inner is exc:
-        return isinstance(exc, ConnectionError)
-    names = [cls.__name__ for cls in type(inner).__mro__]
-    return isinstance(inner, ConnectionError) or any(n in _CONNECTION_NAMES for n in names)
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a ``ConnectionRefusedError`` is among the causes of ``exc``."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop()
-        if isinstance(current, ConnectionRefusedError):
-            return True
-        seen.add(id(current))
-        causes = (
-            getattr(current, "original_exception", None),
-            current.__cause__,
-            current.__context__,
-        )
-        pending += [c for c in causes if isinstance(c, BaseException) and id(c) not in seen]
-    return False
-
-
-def _retry_after(value: object) -> float | None:
-    try:
-        return max(0.0, float(str(value))) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date Retry-After: fall back to our own backoff
-
-
-def _problem(class_name: str) -> str:
-    return "".join(f" {c.lower()}" if c.isupper() else c for c in class_name).strip()
-
-
-@contextlib.contextmanager
-def map_sdk_errors(provider: str) -> Iterator[None]:
-    """Re-raise any SDK or transport exception as a ``ProviderCallError``."""
-    try:
-        yield
-    except (errors.AegisError, asyncio.CancelledError, GeneratorExit, StopAsyncIteration):
-        raise
-    except Exception as exc:
-        raise map_error(provider, exc) from exc
-
 
 _OLLAMA_HONOURS: dict[str, tuple[object, ...]] = {  # what the ollama SDK can honour of each
     "tool_choice": (None, "auto"),
@@ -238,6 +115,8 @@ class ProviderClient:
             return "the ollama SDK drops http(s) image URLs: send images as data: URLs"
         if self.config.sdk != "ollama":
             return None
+        if has_binary(messages):
+            return "the ollama SDK drops file, audio and unknown content parts"
         for name, honoured in _OLLAMA_HONOURS.items():
             if name in params and params[name] not in honoured:
                 return f"the ollama SDK cannot honour {name}={params[name]!r}"
@@ -263,6 +142,8 @@ class ProviderClient:
             if self._ssl_context is None:
                 self._ssl_context = _ssl_context()
             client, shareable = _create_client(self.config, self._ssl_context)
+            if not self.config.local:  # every byte bound for a cloud passes our last check
+                install_guard(client, self.name)
         if not shareable:
             self._max_shards = 1
         shard = _Shard(client)
@@ -287,7 +168,7 @@ class ProviderClient:
         try:
             with map_sdk_errors(self.name):
                 response: ChatCompletion = await shard.client.acompletion(
-                    model=model, messages=messages, **params
+                    model=model, messages=messages, **self._sdk_params(params)
                 )
         finally:
             shard.in_flight -= 1
@@ -307,11 +188,23 @@ class ProviderClient:
         try:
             with map_sdk_errors(self.name):
                 stream: AsyncIterator[ChatCompletionChunk] = await shard.client.acompletion(
-                    model=model, messages=messages, stream=True, **params
+                    model=model, messages=messages, stream=True, **self._sdk_params(params)
                 )
         finally:
             shard.in_flight -= 1
         return stream
+
+    def _sdk_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments for the SDK: a provider's own parameters (``allow_params``)
+        travel in the OpenAI SDK's ``extra_body`` (its ``create`` takes no others); the
+        ollama SDK passes unknown ones on as model options by itself."""
+        if self.config.sdk == "ollama":
+            return params
+        own = {name: value for name, value in params.items() if name not in CHAT_PARAMS}
+        if not own:
+            return params
+        sent = {name: value for name, value in params.items() if name in CHAT_PARAMS}
+        return {**sent, "extra_body": own}
 
     async def next_chunk(self, stream: AsyncIterator[ChatCompletionChunk]) -> ChatCompletionChunk:
         """The next chunk of a stream; ``StopAsyncIteration`` at its end."""

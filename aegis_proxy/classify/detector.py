@@ -11,7 +11,8 @@ What must always hold:
   parts, tool results, tool-call arguments, names, legacy ``function_call``, unknown
   keys; JSON text also through its decoded values, URLs also percent-decoded, HTML
   entities unescaped, base64 runs that hold UTF-8 text decoded (``pii_join``); only the
-  base64 payload of a ``data:`` URL is skipped;
+  base64 payload of a genuine ``data:`` URL where an image or a file travels is skipped
+  (``walk``);
 - a value split across neighbouring text parts or consecutive messages is found:
   ``scan_across`` reads each seam (``pii_join.seams``) and counts only what crosses it;
 - a number next to a value cannot hide it: every group of a digit run is tried
@@ -56,7 +57,6 @@ from aegis_proxy.classify.walk import (
     SKIPPED_KEYS,
     decoded_views,
     iter_strings,
-    without_base64_payload,
 )
 from aegis_proxy.classify.windows import find_windows
 
@@ -75,7 +75,9 @@ DETECTION_FAILED = "DETECTION_FAILED"
 """Counted when the detector itself fails: the request is then treated as personal data."""
 IMAGE = "IMAGE"
 """An image part: unscannable, so personal data unless ``privacy.images: allow_cloud``."""
-UNREDACTABLE = frozenset({IMAGE, DETECTION_FAILED})
+BINARY = "BINARY_PART"
+"""A file, audio or unknown part: personal data unless ``privacy.binary_parts: allow_cloud``."""
+UNREDACTABLE = frozenset({IMAGE, BINARY, DETECTION_FAILED})
 """What no placeholder can stand for."""
 
 
@@ -186,7 +188,6 @@ class PiiDetector:
 
     def _count(self, text: str, depth: int) -> Counter[str]:
         """Counts in ``text``, or in a decoded view of it (JSON, URL, HTML) if higher."""
-        text = without_base64_payload(text)
         counts = Counter(match.entity_type for match in self.scan_text(text))
         if depth < MAX_DECODE_DEPTH:
             for view in (*decoded_views(text), base64_texts(text)):

@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aegis_proxy.classify.detector import PiiDetector, PiiMatch, PiiReport
-from aegis_proxy.classify.walk import SKIPPED_KEYS, iter_strings, without_base64_payload
+from aegis_proxy.classify.walk import SKIPPED_KEYS, iter_strings
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.observe.logs import get_logger
 
@@ -87,7 +87,6 @@ class PresidioDetector:
         """The regex report, plus NER entity counts over every string of every message."""
         counts: Counter[str] = Counter(self.regex.scan_messages(messages).entity_counts)
         for text in iter_strings(messages, SKIPPED_KEYS):
-            text = without_base64_payload(text)
             found = self.regex.scan_text(text)
             counts.update(match.entity_type for match in self._ner_outside(text, found))
         return PiiReport(MappingProxyType(dict(counts)))

@@ -96,6 +96,10 @@ class Redaction:
         self.reserve_written(messages)
         return [self._redact_message(m) for m in messages]
 
+    def redact_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A redacted copy of chat parameters: every string value (not keys) rewritten."""
+        return {name: _map_strings(value, self.redact_text) for name, value in params.items()}
+
     def _redact_message(self, message: Mapping[str, Any]) -> dict[str, Any]:
         copy = dict(message)
         content = message.get("content")

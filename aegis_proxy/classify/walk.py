@@ -12,8 +12,13 @@ What must always hold:
   models and dataclasses dumped, objects through ``vars``; it visits each container
   once, so cycles end;
 - ``decoded_views`` offers every other reading that could hide a value (JSON with
-  escapes, percent-encoding, HTML entities); ``without_base64_payload`` removes only the
-  base64 payload of a ``data:`` URL, never text;
+  escapes, percent-encoding, HTML entities);
+- the only text never yielded is the payload of a genuine ``data:<media>;base64,<base64>``
+  URL in the place an image or a file travels (``image_url.url`` of an ``image_url``
+  part, ``file.file_data`` of a ``file`` part): such a part is unscannable and follows
+  the images / binary-parts rule instead. The same prefix anywhere else (a text part, a
+  parameter, a tool result) is text like any other, and so is anything after a comma
+  that is not base64 all the way to the end;
 - nothing is caught here: an error while walking reaches the caller, which fails closed.
 """
 
@@ -44,6 +49,12 @@ MAX_DECODE_DEPTH = 3
 _JSON_START = re.compile(r"\s*[\[{\"]")
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")  # "12.4%" alone is no escape
 _HTML_ENTITY = re.compile(r"&(?:#[0-9]+|#[xX][0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);?")
+_DATA_URL = re.compile(
+    r"(data:[A-Za-z0-9.+-]+/[A-Za-z0-9.+-]+(?:;[A-Za-z0-9.+-]+=[A-Za-z0-9.+-]+)*;base64,)"
+    r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+)
+_DATA_URL_FIELDS = {"image_url": "url", "file": "file_data"}
+"""Part type -> the field of its body where a data: URL carries the image or file."""
 
 
 def iter_strings(value: object, skipped_keys: frozenset[str] = frozenset()) -> Iterator[str]:
@@ -69,10 +80,16 @@ def _children(item: object, skipped_keys: frozenset[str]) -> Iterator[object]:
     if type(item) is list:  # the usual shapes first: ABC checks are slow
         yield from item
     elif type(item) is dict or isinstance(item, Mapping):
+        kind = item.get("type")
+        body_key = _DATA_URL_FIELDS.get(kind) if isinstance(kind, str) else None
         for key, child in item.items():
             if key not in _FIELD_NAMES:
                 yield key
-            if not (key in skipped_keys and isinstance(child, str)):
+            if key in skipped_keys and isinstance(child, str):
+                continue
+            if body_key is not None and key == kind and isinstance(child, Mapping):
+                yield {k: _data_url_head(v) if k == body_key else v for k, v in child.items()}
+            else:
                 yield child
     elif isinstance(item, Collection):  # list, tuple, set, deque, dict views...
         yield from item
@@ -107,10 +124,10 @@ def decoded_views(text: str) -> Iterator[list[str]]:
         yield [html.unescape(text)]
 
 
-def without_base64_payload(text: str) -> str:
-    """A ``data:...;base64,`` URL without its payload (images are not text)."""
-    if text.startswith("data:"):
-        comma = text.find(",", 0, 256)
-        if comma != -1 and text[:comma].lower().endswith(";base64"):
-            return text[:comma]
-    return text
+def _data_url_head(value: object) -> object:
+    """A genuine base64 ``data:`` URL without its payload; any other value as it is."""
+    if isinstance(value, str) and value.startswith("data:"):
+        match = _DATA_URL.fullmatch(value)
+        if match is not None:
+            return match.group(1)
+    return value

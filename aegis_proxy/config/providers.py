@@ -22,6 +22,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_valida
 
 from aegis_proxy.config.routing import routes_of
 from aegis_proxy.config.sections import StrictModel
+from aegis_proxy.decide.params import ESCAPE_HATCHES
 from aegis_proxy.errors import ConfigError
 from aegis_proxy.reserve.pricing import Price, lookup_price
 
@@ -59,6 +60,9 @@ class ProviderConfig(StrictModel):
     monthly_budget_usd: Decimal | None = Field(default=None, ge=0)
     daily_budget_usd: Decimal | None = Field(default=None, ge=0)
     timeout_s: float | None = Field(default=None, gt=0)
+    # Parameters beyond the OpenAI chat API this provider takes (DashScope's enable_thinking):
+    # scanned and bounded like the rest; never one that would bypass the checked payload.
+    allow_params: list[str] = Field(default_factory=list)
     _unavailable_reason: str | None = PrivateAttr(default=None)
     _prices: dict[str, Price] = PrivateAttr(default_factory=dict)
 
@@ -68,6 +72,14 @@ class ProviderConfig(StrictModel):
         if value is not None and info.data.get("sdk") == "ollama":
             raise ValueError("the ollama SDK sends no OpenAI organization or project")
         return value
+
+    @field_validator("allow_params")
+    @classmethod
+    def _no_escape_hatch(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name in ESCAPE_HATCHES:
+                raise ValueError(f"{name!r} would bypass the checked request: it cannot be allowed")
+        return names
 
     @property
     def unavailable_reason(self) -> str | None:

@@ -66,6 +66,8 @@ class PrivacyConfig(StrictModel):
     entity_actions: dict[str, PiiAction] = {}
     # Images cannot be scanned: by default they count as personal data (local only).
     images: Literal["local_only", "allow_cloud"] = "local_only"
+    # Files, audio and unknown content parts cannot be scanned either: the same rule.
+    binary_parts: Literal["local_only", "allow_cloud"] = "local_only"
     entities: list[str] | None = None  # None: every supported entity type counts
     # Values that never count: exact values, "*" globs ("*@ourcompany.example"), "re:<regex>".
     allow: list[str] = []

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = get_logger("aegis_proxy")
 
 _STRICTNESS = ("redact", "route_local", "block")
+Payload = tuple[list[dict[str, Any]], dict[str, Any]]
+"""A request's messages and its chat parameters: everything that would be sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Protection:
     decision: PrivacyDecision | None  # None: no personal data
     route: Route
     messages: list[dict[str, Any]]  # redacted when the decision is redact
+    params: dict[str, Any]  # likewise
     redaction: Redaction | None = None
 
 
@@ -55,24 +58,30 @@ def privacy_action(privacy: PrivacyConfig, entities: Mapping[str, int], declared
 
 def protect(
     rt: Runtime,
-    messages: list[dict[str, Any]],
+    payload: Payload,
     task: LLMTask,
     entities: dict[str, int],
     route: Route,
 ) -> Protection:
-    """Apply the privacy action; ``PrivacyViolationError`` when the request must not go out."""
+    """Apply the privacy action to the payload (messages, parameters).
+
+    ``PrivacyViolationError`` when the request must not go out.
+    """
+    messages, params = payload
     action = privacy_action(rt.config.privacy, entities, task.data_classification == "pii")
     if action == "none":
-        return Protection(None, route, messages)
+        return Protection(None, route, messages, params)
     if action == "block":
         raise PrivacyViolationError(sorted(entities), route.providers, blocked=True)
     counts = tuple(sorted(entities.items()))
-    redacted = try_redact(rt, messages, entities) if action == "redact" else None
+    redacted = try_redact(rt, payload, entities) if action == "redact" else None
     if redacted is not None:
+        redaction, (messages, params) = redacted
         route = replace(route, reason=f"{route.reason}; personal data redacted")
-        return Protection(PrivacyDecision(counts, "redact"), route, redacted[1], redacted[0])
+        return Protection(PrivacyDecision(counts, "redact"), route, messages, params, redaction)
     route = restrict_to_local(route, rt.config.providers, sorted(entities))
-    return Protection(PrivacyDecision(counts, "route_local", route.removed), route, messages)
+    decision = PrivacyDecision(counts, "route_local", route.removed)
+    return Protection(decision, route, messages, params)
 
 
 def refusal_of(
@@ -99,29 +108,40 @@ def refusal_of(
 
 
 def try_redact(
-    rt: Runtime, messages: list[dict[str, Any]], entities: dict[str, int]
-) -> tuple[Redaction, list[dict[str, Any]]] | None:
-    """Redact the request; None when it must stay local instead.
+    rt: Runtime, payload: Payload, entities: dict[str, int]
+) -> tuple[Redaction, Payload] | None:
+    """Redact the payload (messages and parameters); None when it must stay local instead.
 
-    Images and detector failures cannot be redacted (nor declared ``pii``, whose action is
-    never redact); a redacted copy that still scans as PII (a value in a part we do not
-    rewrite) stays local.
+    Images, binary parts and detector failures cannot be redacted (nor declared ``pii``,
+    whose action is never redact); a redacted copy that still scans as PII (a value in a
+    part we do not rewrite, a key) stays local.
     """
     if UNREDACTABLE & entities.keys():
         return None
     redaction = Redaction(rt.detector)
     try:
-        outgoing = redaction.redact_messages(messages)
+        outgoing = (redaction.redact_messages(payload[0]), redaction.redact_params(payload[1]))
     except Exception as exc:  # fail closed: stay local
         log.error("pii_redaction_failed", error_type=type(exc).__name__)
         return None
     return None if scan_request(rt, outgoing) else (redaction, outgoing)
 
 
-def scan_request(rt: Runtime, messages: list[dict[str, Any]]) -> dict[str, int]:
-    """Entity counts of every part of the request; a detector failure counts as PII."""
+def scan_request(rt: Runtime, payload: object) -> dict[str, int]:
+    """Entity counts of every string of ``payload`` (the walk: ``classify.walk``).
+
+    A detector failure counts as PII.
+    """
     try:
-        return dict(rt.detector.scan_messages(messages).entity_counts)
+        return dict(rt.detector.scan_messages(_as_sequence(payload)).entity_counts)
     except Exception as exc:  # fail closed: a detector that cannot tell means PII
         log.error("pii_detection_failed", error_type=type(exc).__name__)
         return {DETECTION_FAILED: 1}
+
+
+def _as_sequence(payload: object) -> list[Any]:
+    """The payload as the detector's ``scan_messages`` takes it: one list to walk."""
+    if isinstance(payload, tuple):
+        messages, params = payload
+        return [*messages, params] if params else list(messages)
+    return payload if isinstance(payload, list) else [payload]

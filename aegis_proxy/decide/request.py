@@ -1,4 +1,4 @@
-"""Check a chat request before anything leaves, and the digest the ledger keeps of it.
+"""Check a chat request's messages before anything leaves, and the digest the ledger keeps.
 
 What must always hold:
 - a malformed request raises ``RequestValidationError`` naming the path of the bad value
@@ -9,6 +9,8 @@ What must always hold:
   deeply nested or cyclic content, lone surrogates, non-string text parts, a ``content``
   or ``tool_calls`` of the wrong type and malformed tool calls (``function.name`` a string,
   ``function.arguments`` JSON text) are refused; nothing after it sees the caller's objects;
+  a content part needs a string ``type``: an unknown one is kept, and counts as unscannable
+  (``decide.payload.part_kind``);
 - ``task`` may be an ``LLMTask`` or a mapping of its fields (checked like one); anything
   else is refused;
 - ``query_hash`` is a one-way digest of the messages, kept in memory only (it splits
@@ -32,7 +34,7 @@ from aegis_proxy.errors import RequestValidationError
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _PART_TYPES = frozenset({"text", "image_url", "input_audio", "file", "refusal"})
-_OUR_PARAMS = frozenset({"model", "messages"})  # chosen by the route, not the caller
+"""The part types whose value is checked for shape; any other type is kept as it is."""
 
 
 def validate_messages(messages: object) -> list[dict[str, Any]]:
@@ -81,9 +83,13 @@ def _validate_content(field: str, role: str, message: Mapping[str, Any]) -> None
 
 
 def _validate_part(field: str, part: object) -> None:
-    if not isinstance(part, Mapping) or part.get("type") not in _PART_TYPES:
-        raise RequestValidationError(field, "unknown content part")
+    """A known part's value has its shape; an unknown type is kept (and is unscannable:
+    ``decide.payload.part_kind`` counts it as personal data unless the config allows it)."""
+    if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+        raise RequestValidationError(field, "a content part needs a type")
     kind = part["type"]
+    if kind not in _PART_TYPES:
+        return
     value = part.get(kind)
     if kind in ("text", "refusal"):
         if not isinstance(value, str):
@@ -166,18 +172,6 @@ def validate_deadline(deadline_s: object) -> float | None:
     if not math.isfinite(deadline_s) or deadline_s <= 0:
         raise RequestValidationError("deadline_s", "must be a positive, finite number of seconds")
     return float(deadline_s)
-
-
-def validate_params(params: Mapping[str, Any]) -> None:
-    """Reject parameters the proxy owns or that cannot be right."""
-    for name in _OUR_PARAMS & params.keys():
-        raise RequestValidationError(name, "is chosen by the routing policy; use a route entry")
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = params.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise RequestValidationError(name, "must be a positive integer")
-    if "stream" in params and not isinstance(params["stream"], bool):
-        raise RequestValidationError("stream", "must be true or false")
 
 
 def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:

@@ -147,11 +147,15 @@ def cost_micros(
 
 def input_token_bound(
     messages: Sequence[Mapping[str, Any]],
-    tools: Sequence[Mapping[str, Any]] | None = None,
+    tools: object = None,
     *,
     image_token_bound: int = IMAGE_TOKEN_BOUND,
 ) -> int:
-    """An upper bound of the prompt tokens: never below the real count of a byte-level BPE."""
+    """An upper bound of the prompt tokens: never below the real count of a byte-level BPE.
+
+    ``tools`` is every other billed input besides the messages (tools, schemas, every
+    chat parameter): counted at its JSON size.
+    """
     total = _REQUEST_BOUND + _PER_MESSAGE_BOUND * len(messages)
     total += sum(_byte_bound(message, image_token_bound) for message in messages)
     if tools:

@@ -14,13 +14,9 @@ import any_llm.exceptions as sdk_errors
 import pytest
 
 from aegis_proxy import errors
-from aegis_proxy.call.client import (
-    _CLASS_MAP,
-    SHARD_IN_FLIGHT,
-    ProviderClient,
-    _plain_openai_client,
-    map_error,
-)
+from aegis_proxy.call.client import SHARD_IN_FLIGHT, ProviderClient, _plain_openai_client
+from aegis_proxy.call.egress import Expected, expecting
+from aegis_proxy.call.sdk_errors import _CLASS_MAP, map_error
 from aegis_proxy.config import load_config
 from tests.conftest import CHEAP_KEY, OPENAI_KEY, Rig
 from tests.fakeserver import Fault
@@ -60,7 +56,9 @@ def test_each_sdk_exception_becomes_a_provider_call_error(cls: type[BaseExceptio
         (401, errors.ProviderAuthError),
         (403, errors.ProviderAuthError),
         (404, errors.ModelNotFoundError),
-        (400, errors.ProviderRejectedError),
+        (400, errors.RequestRejectedError),
+        (413, errors.RequestRejectedError),
+        (422, errors.RequestRejectedError),
     ],
 )
 def test_status_codes_decide_the_class(
@@ -112,7 +110,10 @@ def test_prepare_imports_the_sdk_chat_modules_off_the_event_loop() -> None:
 
 async def _concurrent_calls(client: ProviderClient, model: str, count: int) -> None:
     messages = [{"role": "user", "content": "Say hello."}]
-    await asyncio.gather(*(client.complete(model, messages, {}) for _ in range(count)))
+    wire = "ollama" if client.config.sdk == "ollama" else "openai"
+    expected = Expected(client.name, wire, model, messages, {}, lambda _: {}, False, False)
+    with expecting(expected):  # what the attempt loop does: the egress guard checks the body
+        await asyncio.gather(*(client.complete(model, messages, {}) for _ in range(count)))
 
 
 @pytest.mark.parametrize(

@@ -428,11 +428,11 @@ def test_clean_request_reports_nothing() -> None:
 
 
 def test_protocol_ids_and_base64_payloads_are_not_scanned() -> None:
-    """Ids, roles and the base64 payload of a data URL are not content."""
+    """Ids, roles and the base64 payload of a genuine data URL (whole base64) are not content."""
     messages = [
         {"role": "tool", "tool_call_id": "call_4111111111111111", "content": "done"},
         {"role": "user", "content": [{"type": "image_url", "image_url": {
-            "url": "data:image/png;base64,iVBORw0KGgo/4111111111111111/AAAA"}}]},
+            "url": "data:image/png;base64,iVBORw0KGgo/4111111111111111/AAA"}}]},
     ]  # fmt: skip
     assert counts(messages) == {}
 
