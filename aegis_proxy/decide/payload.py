@@ -9,10 +9,10 @@ attempt's body are made from that copy (each attempt gets a fresh copy of it, so
 that changes what it is given cannot change the next attempt).
 
 What must always hold:
-- ``plain`` returns a structure that shares no container with its argument, or raises
-  ``RequestValidationError`` naming the path of the first value that is not plain JSON
-  (an object, bytes, a set, a non-string key, a lone surrogate, NaN, a cycle, nesting
-  deeper than ``MAX_DEPTH``); it never raises anything else;
+- the copy is ``decide.values.plain_copy``'s: a structure that shares no container with
+  the caller's, or a ``RequestValidationError`` naming the path of the first value that
+  is not plain JSON (bytes, a set, a non-string key, a lone surrogate, NaN, a cycle,
+  nesting deeper than ``decide.values.MAX_DEPTH``); never anything else;
 - ``part_kind`` sorts a content part into text, image or binary (``file``,
   ``input_audio`` and any unknown part type: unscannable, so personal data unless
   ``privacy.binary_parts: allow_cloud``);
@@ -23,71 +23,17 @@ What must always hold:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aegis_proxy.errors import RequestValidationError
-
-MAX_DEPTH = 64
-"""Deepest nesting of containers a request may have (OpenAI's own JSON limit is lower)."""
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 TEXT_PARTS = frozenset({"text", "refusal"})
 BINARY_PARTS = frozenset({"file", "input_audio"})
 """Part types known to carry data no text scan reads; every unknown type counts as such."""
 
 
-def plain(value: object, path: str) -> Any:
-    """A deep copy of ``value`` made of plain JSON values only; else ``RequestValidationError``."""
-    return _plain(value, path, 0, set())
-
-
-def _plain(value: object, path: str, depth: int, open_: set[int]) -> Any:
-    kind = type(value)
-    if kind is str:
-        return _text(value, path)  # type: ignore[arg-type]
-    if value is None or kind is bool or kind is int:
-        return value
-    if kind is float:
-        if not math.isfinite(value):  # type: ignore[arg-type]
-            raise RequestValidationError(path, "must be a finite number")
-        return value
-    if kind is not dict and kind is not list and kind is not tuple:
-        raise RequestValidationError(path, f"must be plain JSON, not {kind.__name__}")
-    if depth >= MAX_DEPTH:
-        raise RequestValidationError(path, f"is nested deeper than {MAX_DEPTH} levels")
-    if id(value) in open_:
-        raise RequestValidationError(path, "refers to itself (a cycle)")
-    open_.add(id(value))
-    try:
-        if kind is dict:
-            copy: dict[str, Any] = {}
-            for key, child in value.items():  # type: ignore[attr-defined]
-                if type(key) is not str:
-                    raise RequestValidationError(f"{path}[{key!r}]", "keys must be strings")
-                copy[_text(key, path)] = _plain(child, _join(path, key), depth + 1, open_)
-            return copy
-        items: Sequence[object] = value  # type: ignore[assignment]
-        return [_plain(item, f"{path}[{i}]", depth + 1, open_) for i, item in enumerate(items)]
-    finally:
-        open_.discard(id(value))
-
-
-def _text(value: str, path: str) -> str:
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise RequestValidationError(path, "holds a lone surrogate (not UTF-8)") from None
-    return value
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
 def copy_json(value: Any) -> Any:
-    """A fresh copy of a value ``plain`` made (no checks: it is plain already)."""
+    """A fresh copy of a value ``decide.values.plain_copy`` made (no checks: it is plain)."""
     if type(value) is dict:
         return {key: copy_json(child) for key, child in value.items()}
     if type(value) is list:

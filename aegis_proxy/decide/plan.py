@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.classify.detector import BINARY, IMAGE
-from aegis_proxy.decide.payload import has_binary, plain
+from aegis_proxy.decide.payload import has_binary
 from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
 from aegis_proxy.decide.request import has_images, query_hash, validate_messages, validate_task
 from aegis_proxy.decide.rules import LLMTask, decide_route
+from aegis_proxy.decide.values import plain_copy
 from aegis_proxy.errors import PrivacyViolationError
 from aegis_proxy.observe.logs import get_logger
 
@@ -76,7 +77,7 @@ def plan_request(
     ``params`` must have passed ``decide.params.validate_params``.
     """
     checked = validate_messages(messages)
-    sent = {name: plain(value, name) for name, value in (params or {}).items()}
+    sent = {name: plain_copy(value, name) for name, value in (params or {}).items()}
     task = validate_task(task)
     entities = scan_request(rt, (checked, sent))
     images = has_images(checked)
