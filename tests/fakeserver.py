@@ -99,39 +99,63 @@ WORST_IMAGE_TOKENS = 1445
 _IMAGE_TYPES = frozenset({"image_url", "input_image", "image"})
 
 
-def _billed_bytes(value: Any) -> int:
-    """UTF-8 bytes of every key and string (numbers as text) in ``value``; images at worst."""
+def _billed(value: Any, count: Callable[[str], int], *, keys: bool) -> int:
+    """``count`` of every string (numbers as text; keys when ``keys``) in ``value``."""
     if isinstance(value, str):
-        return len(value.encode())
+        return count(value)
     if isinstance(value, bool) or value is None:
         return 0
     if isinstance(value, int | float):
-        return len(str(value))
+        return count(str(value))
     if isinstance(value, dict):
         if value.get("type") in _IMAGE_TYPES:
             return WORST_IMAGE_TOKENS
-        return sum(len(str(k).encode()) + _billed_bytes(v) for k, v in value.items())
+        named = sum(count(str(k)) for k in value) if keys else 0
+        return named + sum(_billed(v, count, keys=keys) for v in value.values())
     if isinstance(value, list):
-        return sum(_billed_bytes(item) for item in value)
-    return len(str(value).encode())
+        return sum(_billed(item, count, keys=keys) for item in value)
+    return count(str(value))
 
 
 def billed_prompt_tokens(body: dict[str, Any] | None) -> int:
     """What a provider billing *everything it received* would charge as input, at most.
 
-    Every string of the body but the model name counts one token per byte (a byte-level
-    BPE never makes more), plus OpenAI's 3 tokens per message and 3 per request; an image
-    part, or an entry of Ollama's ``images``, counts ``WORST_IMAGE_TOKENS``.
+    For a model whose tokenizer is public (OpenAI's, through tiktoken's files), every
+    string it received is counted in tokens the way OpenAI bills: each message's values
+    plus 3 per message and 3 per request, and every other field of the body (tools,
+    schemas, parameters) keys and values alike. For any other model every string counts
+    one token per byte (a byte-level BPE never makes more). An image part, or an entry of
+    Ollama's ``images``, counts ``WORST_IMAGE_TOKENS``.
     """
     body = dict(body or {})
-    body.pop("model", None)
+    encoding = _openai_encoding(body.pop("model", None))
+    count = (lambda text: len(encoding.encode_ordinary(text))) if encoding else _utf8_bytes
     messages = body.pop("messages", None) or []
-    total = 3 + _billed_bytes(body)
+    total = 3 + _billed(body, count, keys=True)
     for message in messages:
         message = dict(message)
         images = message.pop("images", None) or []
-        total += 3 + _billed_bytes(message) + WORST_IMAGE_TOKENS * len(images)
+        keys = encoding is None  # OpenAI bills a message's values, not its JSON keys
+        total += 3 + _billed(message, count, keys=keys) + WORST_IMAGE_TOKENS * len(images)
     return total
+
+
+def _utf8_bytes(text: str) -> int:
+    return len(text.encode())
+
+
+def _openai_encoding(model: object) -> Any | None:
+    """tiktoken's encoding of an OpenAI ``model`` from the bundled files, or None."""
+    if not isinstance(model, str):
+        return None
+    from tiktoken.model import encoding_name_for_model
+
+    from aegis_proxy.reserve.pricing import bundled_encoding
+
+    try:
+        return bundled_encoding(encoding_name_for_model(model))
+    except KeyError:
+        return None
 
 
 def billed_completion_tokens(body: dict[str, Any] | None) -> int:
