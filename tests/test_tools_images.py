@@ -243,6 +243,19 @@ async def test_image_reaches_a_vision_cloud_only_when_allowed(rig: Rig, kind: st
     assert row["reserved_micros"] >= IMAGE_TOKEN_BOUND * Decimal("2.5")  # the image's bound
 
 
+@pytest.mark.parametrize("kind", ["input_image", "image"])
+async def test_every_image_part_type_stays_local_by_default(rig: Rig, kind: str) -> None:
+    """An image part by another type name (``input_image``, ``image``) is an image too."""
+    data = _data(rig)
+    data["providers"]["openai"]["vision"] = True
+    parts = [{"type": "text", "text": "What is in this picture?"},
+             {"type": kind, "image_url": IMAGES["data_url"]}]  # fmt: skip
+    async with rig.proxy(data) as proxy:
+        kept = await proxy.acompletion([{"role": "user", "content": parts}], CRITICAL)
+    assert (kept.aegis.provider, kept.aegis.pii_entities) == ("local_ollama", {"IMAGE": 1})
+    assert rig.openai.requests == []
+
+
 async def test_image_reaches_an_ollama_vision_cloud_as_base64(rig: Rig) -> None:
     """With allow_cloud, a data-URL image reaches a vision Ollama cloud as base64, budgeted."""
     data = _data(rig, images="allow_cloud")

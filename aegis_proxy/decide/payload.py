@@ -61,6 +61,11 @@ def parts_of(messages: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return found
 
 
+def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any message carries an image part (``image_url``, ``input_image``, ``image``)."""
+    return any(part_kind(part) == "image" for part in parts_of(messages))
+
+
 def has_binary(messages: Sequence[Mapping[str, Any]]) -> bool:
     """Whether any message carries a part no text scan reads besides images."""
     return any(part_kind(part) == "binary" for part in parts_of(messages))

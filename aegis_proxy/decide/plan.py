@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aegis_proxy.classify.detector import BINARY, IMAGE
-from aegis_proxy.decide.payload import has_binary
+from aegis_proxy.decide.payload import has_binary, has_images
 from aegis_proxy.decide.privacy import protect, refusal_of, scan_request
-from aegis_proxy.decide.request import has_images, query_hash, validate_messages, validate_task
+from aegis_proxy.decide.request import query_hash, validate_messages, validate_task
 from aegis_proxy.decide.rules import LLMTask, decide_route
 from aegis_proxy.decide.values import plain_copy
 from aegis_proxy.errors import PrivacyViolationError

@@ -174,17 +174,6 @@ def validate_deadline(deadline_s: object) -> float | None:
     return float(deadline_s)
 
 
-def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any message carries an ``image_url`` content part."""
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list) and any(
-            isinstance(p, Mapping) and p.get("type") == "image_url" for p in content
-        ):
-            return True
-    return False
-
-
 _HASH_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str)
 """Built once: ``json.dumps`` with options builds a new encoder per call (the same text)."""
 
