@@ -7,7 +7,7 @@ down (never over-allowed).
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 MICROS_PER_USD = 1_000_000
 
@@ -15,11 +15,6 @@ MICROS_PER_USD = 1_000_000
 def usd(micros: int) -> Decimal:
     """Micro-dollars as an exact Decimal amount of USD."""
     return Decimal(micros).scaleb(-6)
-
-
-def cost_to_micros(amount: Decimal | float | int | str) -> int:
-    """A cost in USD as micro-dollars, rounded up: a cost is never under-counted."""
-    return int((Decimal(str(amount)) * MICROS_PER_USD).to_integral_value(ROUND_CEILING))
 
 
 def limit_micros(amount: Decimal | float | int | str | None) -> int | None:
