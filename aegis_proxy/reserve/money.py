@@ -1,8 +1,9 @@
 """Money: integer micro-dollars everywhere, converted to and from USD in one place.
 
 What must always hold: amounts are integer micro-dollars (or exact ``Decimal`` USD), never
-float sums; a cost is rounded up to the next micro-dollar (never under-charged), a limit
-down (never over-allowed).
+float sums; a limit in USD is rounded down (never over-allowed); a cost is computed in
+micro-dollars and rounded up where it is priced (``pricing.cost_micros``: never
+under-charged).
 """
 
 from __future__ import annotations
