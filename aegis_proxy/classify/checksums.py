@@ -138,13 +138,21 @@ _IBAN_TABLE = (  # country code + IBAN length
 )
 IBAN_LENGTHS = {item[:2]: int(item[2:]) for item in _IBAN_TABLE.split()}
 """Country code -> IBAN length, from the SWIFT IBAN registry."""
+NUMERIC_BBAN = frozenset({
+    "AT", "BA", "BE", "CZ", "DE", "DK", "EE", "ES", "FI", "FO", "GL", "HR", "HU", "IL",
+    "IS", "LT", "ME", "NO", "PL", "PT", "RS", "SE", "SI", "SK", "TL", "TN", "XK",
+})  # fmt: skip
+"""Countries whose account part (BBAN) is digits only, in the same registry."""
 
 
 def iban_valid(iban: str) -> bool:
-    """Whether an IBAN (spaces or dashes allowed) has its country's length and passes mod-97."""
+    """Whether an IBAN (spaces or dashes allowed) has its country's length and BBAN digits
+    where the registry says so, and passes mod-97."""
     iban = iban.replace(" ", "").replace("-", "").upper()
     if IBAN_LENGTHS.get(iban[:2]) != len(iban) or not iban[2:4].isdigit() or not iban.isalnum():
         return False
+    if iban[:2] in NUMERIC_BBAN and not iban[4:].isdigit():
+        return False  # a hex id that happens to pass mod-97 (a UUID's "be65 7298 ...")
     return int("".join(str(int(char, 36)) for char in iban[4:] + iban[:4])) % 97 == 1
 
 

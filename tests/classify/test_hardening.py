@@ -9,7 +9,7 @@ import string
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from aegis_proxy.classify.detector import PiiDetector
@@ -425,6 +425,7 @@ def test_a_valid_ssn_is_found_with_any_separator(
         ),
     ),
 )
+@example(miss="be657298-1618-dc6a-8842-9b7ac4828126")  # hex that passed mod-97 as BE
 def test_near_misses_are_never_flagged(miss: str) -> None:
     """UUIDs, hex digests, version strings, ISO timestamps and number lists are never PII."""
     assert found(f"see {miss} in the log") == []
