@@ -134,6 +134,8 @@ def find_numbers(scan: Scan) -> None:
     for match in NUMERIC_SHAPE.finditer(scan.shape):
         if ibans and _inside_iban(ibans, *match.span()):
             continue  # the digits of an IBAN found already are no other value
+        if scan.shape[match.end() : match.end() + 1].isalpha():
+            continue  # digits glued to a letter ("01000000000a0...") are a token: hex, a code
         if match.lastgroup == "date":
             scan.pending.append(("date", *match.span()))
         else:

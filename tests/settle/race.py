@@ -146,17 +146,36 @@ def _faulty_call(
 def _faulty_worker(
     target: str, index: int, budget: BudgetLimit, barrier: Any, calls_file: str
 ) -> None:
-    """Odd processes hang every call until killed; even ones settle or cancel them."""
+    """Odd processes hang every call until killed; even ones settle or cancel them.
+
+    One call of each kind is made before the barrier, while the budget is far from spent,
+    so every kind is surely in the race (who wins the rest of the budget is the race).
+    """
     ledger = open_ledger(target)
-    barrier.wait()
     kinds = ["crash"] if index % 2 else ["ok", "cancel"]
     with ThreadPoolExecutor(CALLS_PER_PROCESS) as pool:
-        for n in range(CALLS_PER_PROCESS):
+        for kind in kinds:
+            pool.submit(_faulty_call, ledger, f"f{index}-first-{kind}", budget, kind, calls_file)
+        _wait_for_lines(calls_file, len(kinds))
+        barrier.wait()
+        for n in range(CALLS_PER_PROCESS - len(kinds)):
             kind = kinds[n % len(kinds)]
             pool.submit(_faulty_call, ledger, f"f{index}-{n}", budget, kind, calls_file)
         if index % 2:
             time.sleep(3600)
     ledger.close()
+
+
+def _wait_for_lines(path: str, count: int, timeout_s: float = 60.0) -> None:
+    """Until ``path`` holds ``count`` lines (the calls made so far were logged)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            with open(path) as file:
+                if sum(1 for line in file if line.strip()) >= count:
+                    return
+        time.sleep(0.01)
+    raise AssertionError(f"{path}: fewer than {count} calls logged in {timeout_s} s")
 
 
 def run_faulty_race(
