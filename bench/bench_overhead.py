@@ -92,7 +92,7 @@ def _unguarded_call(proxy: Any) -> Any:
 
     async def call() -> Any:
         nonlocal stripped
-        answer = await proxy.acompletion(c.MESSAGES, task, max_tokens=c.MAX_TOKENS)
+        answer = await proxy.acompletion(c.fresh_messages(), task, max_tokens=c.MAX_TOKENS)
         if not stripped:
             c.strip_egress_guard(proxy)
             stripped = True

@@ -21,6 +21,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import gc
+import itertools
 import json
 import statistics
 import sys
@@ -51,6 +52,17 @@ MESSAGES: list[dict[str, Any]] = [
     {"role": "user", "content": PROMPT},
 ]
 MAX_TOKENS = 64
+_FRESH = itertools.count()
+
+
+def fresh_messages() -> list[dict[str, Any]]:
+    """``MESSAGES`` with a user prompt no earlier request had (the system prompt repeats).
+
+    As in a pipeline: a node's system prompt is the same on every call, its input is new.
+    The latency benches send these, so no per-string memo can serve a whole request.
+    """
+    prompt = f"{PROMPT} (Reference {next(_FRESH):08d}.)"
+    return [MESSAGES[0], {"role": "user", "content": prompt}]
 
 
 def configure_quiet_logging(level: str = "warning") -> None:
@@ -186,19 +198,21 @@ Call = Callable[[], Awaitable[Any]]
 
 
 def variant_calls(proxy: Any, client: Any, router: Any) -> dict[str, Call]:
-    """One request of each variant, all on the same messages and parameters."""
+    """One request of each variant, each with a fresh user prompt (``fresh_messages``)."""
     from aegis_proxy import LLMTask
 
     task = LLMTask(task_type="summary")
 
     async def direct() -> Any:
-        return await client.acompletion(model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS)
+        messages = fresh_messages()
+        return await client.acompletion(model=MODEL, messages=messages, max_tokens=MAX_TOKENS)
 
     async def via_proxy() -> Any:
-        return await proxy.acompletion(MESSAGES, task, max_tokens=MAX_TOKENS)
+        return await proxy.acompletion(fresh_messages(), task, max_tokens=MAX_TOKENS)
 
     async def via_litellm() -> Any:
-        return await router.acompletion(model="bench", messages=MESSAGES, max_tokens=MAX_TOKENS)
+        messages = fresh_messages()
+        return await router.acompletion(model="bench", messages=messages, max_tokens=MAX_TOKENS)
 
     calls: dict[str, Call] = {"direct": direct}
     if proxy is not None:

@@ -7,6 +7,7 @@ bodies reached which provider.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,18 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings
 
 from aegis_proxy import AegisLLMProxy
 from tests.fakeserver import FakeProviderServer
+
+# The suite's property tests draw the same examples on every run, so a red CI is a change
+# and never a dice roll; `HYPOTHESIS_PROFILE=hunt` draws fresh ones (and ten times as many
+# where a test does not set its own count) to look for new counterexamples, which then
+# become `@example`s.
+settings.register_profile("suite", derandomize=True, print_blob=True)
+settings.register_profile("hunt", max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 CHEAP_KEY = "cheap-cloud-key-0123456789abcdef"

@@ -78,7 +78,7 @@ def card_valid(number: str) -> bool:
     a known network (Mir 2200-2204); 12-15 digits need a known network's prefix and length
     (Amex 34/37 at 15, Diners at 14, Visa at 13, JCB 1800/2131 and UATP 1 at 15, Maestro
     from 12).
-    Shorter ones, and other prefixes, count only beside a card word (``pii_windows``).
+    Shorter ones, and other prefixes, count only beside a card word (``classify.windows``).
     """
     if not 12 <= len(number) <= 19:
         return False

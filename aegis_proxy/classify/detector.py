@@ -7,39 +7,43 @@ cost little. This module is the pipeline: fold, run the passes, settle context, 
 config's recognizers, resolve overlaps, drop allowed values, map offsets back.
 
 What must always hold:
-- every string reachable from a message is scanned (``pii_walk``): content strings and
+- every string reachable from a message is scanned (``classify.walk``): content strings and
   parts, tool results, tool-call arguments, names, legacy ``function_call``, unknown
   keys; JSON text also through its decoded values, URLs also percent-decoded, HTML
-  entities unescaped, base64 runs that hold UTF-8 text decoded (``pii_join``); only the
+  entities unescaped, base64 runs that hold UTF-8 text decoded (``classify.join``); only the
   base64 payload of a genuine ``data:`` URL where an image or a file travels is skipped
   (``walk``);
 - a value split across neighbouring text parts or consecutive messages is found:
-  ``scan_across`` reads each seam (``pii_join.seams``) and counts only what crosses it;
+  ``scan_across`` reads each seam (``classify.join.seams``) and counts only what crosses it;
 - a number next to a value cannot hide it: every group of a digit run is tried
-  (``pii_patterns``), and windows of groups with any separator are validated
-  (``pii_windows``);
+  (``classify.patterns``), and windows of groups with any separator are validated
+  (``classify.windows``);
 - look-alike digits, full-width forms and invisible characters cannot hide a value: text
-  is folded first (``pii_fold``), and every ``PiiMatch`` offset refers to the original;
+  is folded first (``classify.fold``), and every ``PiiMatch`` offset refers to the original;
 - structured values count only when they validate (Luhn, mod-97, SSA rules, ipaddress,
-  calendar; ``pii_checksums``); dates and ID numbers count only next to a context word
-  (``pii_context``); addresses of this host (127.0.0.0/8, ``::1``, ``0.0.0.0``, ``::``)
+  calendar; ``classify.checksums``); dates and ID numbers count only next to a context word
+  (``classify.context``); addresses of this host (127.0.0.0/8, ``::1``, ``0.0.0.0``, ``::``)
   never count;
 - where two matches overlap, one is kept: the type earlier in ``_PRIORITY``, and for the
   same type and start, the longer one, so a redacted value leaves no tail behind;
 - nothing is swallowed: any error while scanning propagates, and the caller treats a
   failed scan as PII (fail closed).
 
-How it stays fast: ASCII text skips folding; the text is translated once into byte
-*shape strings* (digits become ``0``) and each candidate pattern starts with a literal,
-so ``re`` skips ahead with its fast search; only the few candidates are validated in
-Python. The recognizers and the order they run in are in ``pii_patterns``.
-
-``Recognizer``, ``AllowList`` (``pii_custom``), ``iter_strings`` (``pii_walk``) and
-``fold`` (``pii_fold``) stay importable from here.
+How it stays fast: a detector remembers what it found in the last ``MEMO_SIZE`` strings
+it walked, by a 128-bit BLAKE2b digest of each (never the text): a pipeline's system
+prompts, parameter names and the egress guard's second look at the same body cost a hash
+each. The memo is exact: a detector's passes, allow list and recognizers are fixed when it
+is made, so a string's counts are a function of the string. ASCII text skips folding;
+the text is translated once into byte *shape strings* (digits become ``0``) and each
+candidate pattern starts with a literal, so ``re`` skips ahead with its fast search; only
+the few candidates are validated in Python. The recognizers and the order they run in
+are in ``classify.patterns``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +83,9 @@ BINARY = "BINARY_PART"
 """A file, audio or unknown part: personal data unless ``privacy.binary_parts: allow_cloud``."""
 UNREDACTABLE = frozenset({IMAGE, BINARY, DETECTION_FAILED})
 """What no placeholder can stand for."""
+MEMO_SIZE = 4096
+"""Strings whose counts a detector remembers (by digest; the oldest is forgotten first)."""
+_CLEAN: Mapping[str, int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +135,8 @@ class PiiDetector:
         allow = tuple(allow)
         self._allow = AllowList(allow) if allow else None
         self._recognizers = tuple(CompiledRecognizer(recognizer) for recognizer in recognizers)
+        self._memo: dict[bytes, Mapping[str, int]] = {}
+        self._memo_lock = threading.Lock()
 
     def scan_text(self, text: str) -> list[PiiMatch]:
         """Every value found in ``text``, in order, with offsets into ``text`` itself."""
@@ -153,7 +162,7 @@ class PiiDetector:
         """Count the values in every string of every message (see the module docstring)."""
         counts: Counter[str] = Counter()
         for text in iter_strings(messages, SKIPPED_KEYS):
-            counts.update(self._count(text, 0))
+            counts.update(self._remembered(text))
         counts.update(self.scan_across(text_parts(messages)))
         return PiiReport(MappingProxyType(dict(counts)))
 
@@ -184,6 +193,19 @@ class PiiDetector:
                     if not any(start < match.end and match.start < end for start, end in inside)
                 )
             counts.update(seam_counts)
+        return counts
+
+    def _remembered(self, text: str) -> Mapping[str, int]:
+        """``_count(text, 0)``, from the memo when this string was counted before."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        counts = self._memo.get(key)
+        if counts is None:
+            found = self._count(text, 0)  # an error propagates and nothing is remembered
+            counts = MappingProxyType(dict(found)) if found else _CLEAN
+            with self._memo_lock:
+                if len(self._memo) >= MEMO_SIZE:
+                    del self._memo[next(iter(self._memo))]
+                self._memo[key] = counts
         return counts
 
     def _count(self, text: str, depth: int) -> Counter[str]:

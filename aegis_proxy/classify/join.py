@@ -2,7 +2,7 @@
 
 Why it exists: a value can be split across two text parts of one message ("My card is
 4111 1111" + "1111 1111"), across two consecutive messages, or encoded in base64 inside a
-tool argument. ``PiiDetector`` scans each string on its own (``pii_walk`` yields them);
+tool argument. ``PiiDetector`` scans each string on its own (``classify.walk`` yields them);
 this module gives it the other readings, and keeps that logic out of the walk, so that
 the rules of which strings are walked can change without touching it.
 

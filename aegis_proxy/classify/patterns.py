@@ -5,10 +5,10 @@ module holds what each structured value looks like (email, digit runs, IBAN, IPv
 ``PASSES``, the list the detector runs. The pieces it builds on each have a module:
 
 - ``pii_scan``: the ``Scan`` state and its byte shapes;
-- ``pii_checksums``: the proofs (Luhn, mod-97, SSA rules, address validity);
-- ``pii_context``: values that need a context word (dates of birth, IDs, bare numbers);
-- ``pii_streets``: street addresses;
-- ``pii_windows``: cards, SSNs and phones in windows of a digit run (run after these, from
+- ``classify.checksums``: the proofs (Luhn, mod-97, SSA rules, address validity);
+- ``classify.context``: values that need a context word (dates of birth, IDs, bare numbers);
+- ``classify.streets``: street addresses;
+- ``classify.windows``: cards, SSNs and phones in windows of a digit run (run after these, from
   ``pii``, since it reuses ``NUMBER_VALUE``).
 
 How a scan stays cheap, and what must hold for it to stay correct:
@@ -18,7 +18,7 @@ How a scan stays cheap, and what must hold for it to stay correct:
   may over-match; they must never miss a value that the value patterns and validators
   would accept;
 - value patterns (``str``) and validators decide on the few candidates; what needs a
-  context word waits in ``Scan.pending`` for ``pii_context.settle_context``;
+  context word waits in ``Scan.pending`` for ``classify.context.settle_context``;
 - every pattern is linear on any input (possessive repeats, anchored starts): the text is
   untrusted, and ``tests/test_pii.py`` feeds it the usual ReDoS shapes.
 
@@ -156,7 +156,7 @@ def _classify_run(scan: Scan, start: int, end: int) -> None:
     """
     shape = scan.shape
     if end - start >= 9 and shape.count(b"0", start, end) >= 9:
-        scan.runs.append((start, end))  # windows of its groups are tried too (pii_windows)
+        scan.runs.append((start, end))  # windows of its groups are tried too (classify.windows)
     if shape.find(b" 0", start, end) == -1 and shape.find(b"(0", start + 1, end) == -1:
         if _classify_number(scan, start) is None:  # one group: the usual case
             scan.pending.append(("number", start, end))

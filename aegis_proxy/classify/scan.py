@@ -1,7 +1,7 @@
 """The state of one scan: the folded text, its byte shapes, what was found, what waits.
 
-Why it exists: every recognizer module (``pii_patterns``, ``pii_context``,
-``pii_streets``) reads the same translated views of the text and writes to the same
+Why it exists: every recognizer module (``classify.patterns``, ``classify.context``,
+``classify.streets``) reads the same translated views of the text and writes to the same
 lists; this module holds that shared state and the helpers that build patterns for it,
 so that no recognizer module imports another just for the plumbing.
 

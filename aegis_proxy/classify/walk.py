@@ -3,7 +3,7 @@
 Why it exists: personal data reaches a request in many places besides ``content``: tool
 results (often JSON with escapes), tool-call arguments, names, image URLs, unknown keys,
 pydantic models and dataclasses. ``PiiDetector.scan_messages`` and the NER backend
-(``pii_ner``) both need the same walk; it lives here, apart from the matching itself.
+(``classify.ner``) both need the same walk; it lives here, apart from the matching itself.
 
 What must always hold:
 - ``iter_strings`` yields every string reachable from its argument: keys of mappings

@@ -1,6 +1,6 @@
 """Cards, SSNs and phones inside any run of digit groups, whatever stands next to them.
 
-Why it exists: the digit-run pass (``pii_patterns.find_numbers``) reads a number from the
+Why it exists: the digit-run pass (``classify.patterns.find_numbers``) reads a number from the
 start of each group with fixed separators. A value can hide behind a neighbour that
 merges into its run ("Ref 2024_4111_1111_1111_1111"), behind separators people type
 (tab, newline, comma, underscore, ``*``, ``/``, several spaces), or in a length no fixed

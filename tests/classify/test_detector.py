@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from aegis_proxy.classify.detector import ENTITY_TYPES, PiiDetector, PiiMatch, PiiReport
@@ -539,3 +541,42 @@ def test_failures_propagate() -> None:
     """An error inside scanning is raised, never swallowed, so the caller can fail closed."""
     with pytest.raises(RuntimeError, match="cannot dump"):
         DETECTOR.scan_messages([BrokenMessage(role="user")])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(
+        st.one_of(
+            st.text(max_size=60),
+            st.sampled_from(
+                ["jane@example.com", "4111 1111 1111 1111", "call 415-555-0132", "plain prose"]
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_memo_of_strings_never_changes_a_count(texts: list[str]) -> None:
+    """A detector that has seen the strings before counts what a new detector counts."""
+    messages = [{"role": "user", "content": text} for text in texts]
+    seasoned = PiiDetector()
+    first = seasoned.scan_messages(messages)
+    again = seasoned.scan_messages(list(reversed(messages)))
+    fresh = PiiDetector().scan_messages(list(reversed(messages)))
+    assert dict(first.entity_counts) == dict(PiiDetector().scan_messages(messages).entity_counts)
+    assert dict(again.entity_counts) == dict(fresh.entity_counts)
+
+
+def test_the_memo_holds_digests_and_stays_bounded() -> None:
+    """The memo keeps no text (16-byte digests only) and forgets the oldest past its size."""
+    from aegis_proxy.classify import detector as module
+
+    detector = PiiDetector()
+    for n in range(module.MEMO_SIZE + 10):
+        detector.scan_messages([{"role": "user", "content": f"note {n} for jane@example.com"}])
+    memo = detector._memo
+    assert len(memo) == module.MEMO_SIZE
+    assert all(isinstance(key, bytes) and len(key) == 16 for key in memo)
+    assert all("jane" not in repr(value) for value in memo.values())
+    again = detector.scan_messages([{"role": "user", "content": "note 0 for jane@example.com"}])
+    assert dict(again.entity_counts) == {"EMAIL": 1}  # forgotten, so counted afresh
