@@ -27,10 +27,11 @@ from aegis_proxy.cli.args import (
     route_args,
     simulate_args,
 )
-from aegis_proxy.errors import AegisError
+from aegis_proxy.errors import AegisError, LedgerError
 
 if TYPE_CHECKING:
     from aegis_proxy.config import AegisConfig
+    from aegis_proxy.settle.backend import LedgerBackend
     from aegis_proxy.settle.records import BudgetLimit
 
 # Each command imports what it uses when it runs (``audit`` stays light too); the
@@ -128,12 +129,21 @@ def _ledger_and_budgets(
     return where, budget_limits(config), config.cache.enabled
 
 
-def _report(args: argparse.Namespace) -> int:
-    from aegis_proxy.reports.render import render_summary
+def _open_read_only(where: str) -> LedgerBackend:
+    """The ledger at ``where`` for reading; a URL of no known kind is an ``AegisError``."""
     from aegis_proxy.settle.open import open_ledger
 
+    try:
+        return open_ledger(where, read_only=True)
+    except ValueError as exc:  # a malformed or unsupported URL ("mysql://..."), not a bug
+        raise LedgerError("open", str(exc)) from exc
+
+
+def _report(args: argparse.Namespace) -> int:
+    from aegis_proxy.reports.render import render_summary
+
     where, budgets, caching = _ledger_and_budgets(args)
-    ledger = open_ledger(where, read_only=True)
+    ledger = _open_read_only(where)
     try:
         rows = ledger.monthly_summary(args.month, budgets)
     finally:
@@ -144,11 +154,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from aegis_proxy.reports.render import write_export
-    from aegis_proxy.settle.open import open_ledger
     from aegis_proxy.settle.records import current_month
 
     where, _, _ = _ledger_and_budgets(args)
-    ledger = open_ledger(where, read_only=True)
+    ledger = _open_read_only(where)
     try:
         write_export(ledger.export_rows(args.month or current_month()), args.format, sys.stdout)
     finally:
@@ -159,7 +168,6 @@ def _export(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace) -> int:
     """Print the month's privacy decisions; exit 1 unless the no-leak proof holds."""
     from aegis_proxy.reports.audit import audit_month, render_audit
-    from aegis_proxy.settle.open import open_ledger
     from aegis_proxy.settle.records import current_month
 
     where, local = args.ledger, None  # a ledger without a config: old rows unverifiable
@@ -167,7 +175,7 @@ def _audit(args: argparse.Namespace) -> int:
         config = _load(args)
         where = args.ledger or config.ledger.url or config.ledger.path
         local = {name for name, provider in config.providers.items() if provider.local}
-    ledger = open_ledger(where, read_only=True)
+    ledger = _open_read_only(where)
     try:
         audit = audit_month(ledger, args.month or current_month(), local)
     finally:
@@ -269,10 +277,9 @@ def _to_stderr(text: str) -> None:
 def _metrics(args: argparse.Namespace) -> int:
     from aegis_proxy.observe.metrics import start_metrics_server
     from aegis_proxy.observe.metrics_ledger import ledger_registry
-    from aegis_proxy.settle.open import open_ledger
 
     where, budgets, _ = _ledger_and_budgets(args)
-    ledger = open_ledger(where, read_only=True)
+    ledger = _open_read_only(where)
     server = start_metrics_server(args.port, ledger_registry(ledger, budgets), addr=args.addr)
     print(f"serving http://{args.addr}:{server.server_port}/metrics", flush=True)
     try:

@@ -66,6 +66,18 @@ def test_a_missing_ledger_is_refused_and_not_created(tmp_path: Path, command: st
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["report", "export", "audit"])
+def test_a_ledger_url_of_no_known_kind_is_one_line(command: str) -> None:
+    """``--ledger mysql://...`` exits 2 with one line naming the URL, not a traceback."""
+    done = run(command, "--ledger", "mysql://root@127.0.0.1/ledger")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ledger open failed: ledger URL must be sqlite:///")
+    assert "'mysql://root@127.0.0.1/ledger'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stdout == ""
+
+
 def test_a_file_that_is_no_ledger_is_refused(tmp_path: Path) -> None:
     """An SQLite file without the ledger's tables is an error, not a passing audit."""
     other = tmp_path / "other.db"
